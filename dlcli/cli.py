@@ -1,0 +1,73 @@
+"""The `dlcli` command: wires the commands together and turns errors into one line.
+
+Each command lives in its own module under dlcli/commands. Importing this module must
+stay cheap: TensorFlow is imported inside the commands that need it.
+"""
+
+import os
+import sys
+
+import typer
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
+
+from dlcli.commands import evaluate, list_recipes, show, train
+from dlcli.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, DlcliError
+
+# TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notes) buries the output of a CLI;
+# DLCLI_DEBUG=1 or an explicit TF_CPP_MIN_LOG_LEVEL keeps it.
+if not os.environ.get("DLCLI_DEBUG"):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _first_line(text):
+    lines = [line for line in str(text).strip().splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+class DlcliGroup(TyperGroup):
+    """A Typer group whose errors are one line on stderr, with a distinct exit code each."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            code = code if isinstance(code, int) else 0
+        except DlcliError as e:
+            code = _fail(_first_line(e), e.exit_code)
+        except TyperException as e:  # usage errors: unknown option, bad value, missing argument
+            command = f" (see: {e.ctx.command_path} --help)" if getattr(e, "ctx", None) else ""
+            code = _fail(_first_line(e.format_message()) + command, e.exit_code)
+        except typer.Exit as e:
+            code = e.exit_code
+        except (typer.Abort, KeyboardInterrupt):
+            code = _fail("interrupted", EXIT_INTERRUPTED)
+        except Exception as e:
+            if os.environ.get("DLCLI_DEBUG"):
+                raise
+            code = _fail(f"unexpected {type(e).__name__}: {_first_line(e)} (set DLCLI_DEBUG=1 for the traceback)", EXIT_UNEXPECTED)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _fail(message, code):
+    typer.echo(f"error: {message}", err=True)
+    return code
+
+
+app = typer.Typer(
+    cls=DlcliGroup,
+    help="Classic deep-learning recipes in modern Keras 3, trained under any tf.distribute strategy.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("list")(list_recipes.list_command)
+app.command("show")(show.show_command)
+app.command("train")(train.train_command)
+app.command("evaluate")(evaluate.evaluate_command)
+
+
+def main():
+    app()

@@ -1,0 +1,156 @@
+"""Config as code: one flat dataclass per recipe, with typed overrides.
+
+Overrides apply in one order: the recipe's defaults, then an optional TOML file, then
+`--set key=value` pairs, then the flags every recipe shares (`--epochs`, `--batch-size`, ...).
+Unknown keys and values of the wrong type fail with the list of valid keys or values.
+"""
+
+import dataclasses
+import difflib
+import sys
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+from dlcli.errors import DlcliError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+
+@dataclass
+class TrainConfig:
+    """What every recipe shares. A recipe's `Config` extends it and changes its defaults."""
+
+    dataset: str = ""  # a name from the recipe's DATASETS; ignored when `data` is set
+    data: str | None = None  # a local file or folder, which wins over `dataset`
+    data_dir: str | None = None  # where tensorflow-datasets keeps prepared data
+    epochs: int = 10
+    batch_size: int = 128  # global: split evenly across replicas
+    learning_rate: float = 1e-3
+    lr_schedule: typing.Literal["constant", "cosine"] = "constant"
+    validation_split: float = 0.1  # the tail of the training split held out each epoch
+    seed: int = 0
+    steps_per_execution: int = 0  # steps per tf.function call; 0 picks one per epoch size
+
+    def validate(self):
+        """Raises DlcliError on values no recipe can train with."""
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "learning_rate": self.learning_rate}
+        for key, value in positive.items():
+            if not value > 0:
+                raise DlcliError(f"{key} must be positive. Received: {key}={value}")
+        if not 0 <= self.validation_split < 1:
+            raise DlcliError(
+                f"validation_split must be in [0, 1). Received: validation_split={self.validation_split}"
+            )
+        if self.steps_per_execution < 0:
+            raise DlcliError(
+                f"steps_per_execution must be >= 0 (0 = automatic). "
+                f"Received: steps_per_execution={self.steps_per_execution}"
+            )
+
+
+def field_types(config_cls):
+    """Maps each field name to its resolved type hint."""
+    hints = typing.get_type_hints(config_cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(config_cls)}
+
+
+def _unknown_key(key, hints, recipe):
+    close = difflib.get_close_matches(key, hints, n=1)
+    suggestion = f" Did you mean '{close[0]}'?" if close else ""
+    return DlcliError(f"unknown config key '{key}' for recipe {recipe}.{suggestion} Valid keys: {', '.join(hints)}.")
+
+
+def type_name(hint):
+    if typing.get_origin(hint) is typing.Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(hint)))
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if args:
+        return f"{args[0].__name__} or none"
+    return hint.__name__
+
+
+def coerce(key, value, hint):
+    """Converts `value` (a TOML value, or a string from --set) to the type `hint`."""
+    origin = typing.get_origin(hint)
+    from_text = isinstance(value, str)
+    bad = DlcliError(f"{key} must be {type_name(hint)}. Received: {key}={value!r}")
+    if origin is typing.Literal:
+        if value not in typing.get_args(hint):
+            raise bad
+        return value
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(hint) if a is not type(None)][0]
+        if value is None or (from_text and value.lower() in ("none", "null", "")):
+            return None
+        return coerce(key, value, inner)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if from_text and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise bad
+    if hint in (int, float):
+        # A TOML float in an int field is refused rather than truncated; bools are not numbers here.
+        if isinstance(value, bool) or (hint is int and isinstance(value, float)):
+            raise bad
+        try:
+            return hint(value)
+        except (TypeError, ValueError):
+            raise bad from None
+    if hint is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    raise bad
+
+
+def read_toml(path):
+    """Reads a flat TOML config file; errors name the file and the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DlcliError(f"config file not found: {path}")
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise DlcliError(f"invalid TOML in {path}: {e}") from None
+    except UnicodeDecodeError:
+        raise DlcliError(f"config file {path} is not UTF-8 text") from None
+    for key, value in table.items():
+        if isinstance(value, dict):
+            raise DlcliError(f"config file {path}: [{key}] tables are not supported; use flat keys (key = value).")
+    return table
+
+
+def parse_sets(pairs):
+    """Turns ['key=value', ...] into a dict, refusing malformed pairs."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise DlcliError(f"--set expects key=value. Received: {pair!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def resolve(config_cls, recipe, *, toml_values=None, sets=None, flags=None):
+    """Builds a config: defaults, then TOML values, then --set pairs, then non-None flags."""
+    hints = field_types(config_cls)
+    values = {}
+    for layer in (toml_values or {}, sets or {}, {k: v for k, v in (flags or {}).items() if v is not None}):
+        for key, value in layer.items():
+            if key not in hints:
+                raise _unknown_key(key, hints, recipe)
+            values[key] = coerce(key, value, hints[key])
+    config = config_cls(**values)
+    config.validate()
+    return config
+
+
+def from_dict(config_cls, recipe, values):
+    """Rebuilds a saved config (config.json), checking it as strictly as user input."""
+    return resolve(config_cls, recipe, toml_values=values)

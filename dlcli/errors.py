@@ -1,0 +1,16 @@
+"""The errors dlcli reports as one line instead of a traceback."""
+
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT (128 + 2)
+
+
+class DlcliError(Exception):
+    """Bad input from the user: a flag, a file, a dataset, a config value.
+
+    The CLI prints the message as one line on stderr and exits with code 2.
+    Messages say what was wrong and what to do instead.
+    """
+
+    exit_code = EXIT_BAD_INPUT

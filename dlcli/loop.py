@@ -1,0 +1,238 @@
+"""The one training loop, for every recipe under every tf.distribute strategy.
+
+Keras 3's `model.fit` fails under MultiWorkerMirroredStrategy (keras-team/keras#20585), while a
+Keras model, optimizer and metrics stepped by `strategy.run` work everywhere; so this is the loop.
+Each tf.function call runs several steps so that Python overhead stays small on accelerators.
+The loss is averaged over the GLOBAL batch (`tf.nn.compute_average_loss`), so the gradients
+summed across replicas equal the single-device ones.
+"""
+
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dlcli import rundir
+from dlcli.errors import DlcliError
+from dlcli.lazy import keras, tf
+
+
+# ## Data: exact global batches, sliced per replica
+
+
+def batches(arrays, batch_size, *, seed=None, epoch=0, pad=False):
+    """Cuts equal-length arrays into global batches: returns [x, y, weight], each (steps, batch, ...).
+
+    With a seed, examples are shuffled by (seed, epoch), so an epoch's batches are the same
+    whatever the replica count and however often the run was resumed. Training drops the last
+    partial batch; evaluation (`pad=True`) pads it with weight-0 examples, so every example
+    counts once and every batch has one static shape (as TPUs and XLA need).
+    """
+    n = len(arrays[0])
+    if seed is not None:
+        order = np.random.default_rng([seed, epoch]).permutation(n)
+        arrays = [a[order] for a in arrays]
+    weights = np.ones(n, np.float32)
+    if pad:
+        extra = -n % batch_size
+        arrays = [np.concatenate([a, np.zeros((extra, *a.shape[1:]), a.dtype)]) for a in arrays]
+        weights = np.concatenate([weights, np.zeros(extra, np.float32)])
+    steps = len(weights) // batch_size
+    return [a[: steps * batch_size].reshape(steps, batch_size, *a.shape[1:]) for a in (*arrays, weights)]
+
+
+def distribute(strategy, batched, preprocess=None, start_step=0):
+    """A distributed dataset that hands each replica its slice of every global batch.
+
+    Each input pipeline (one per worker) takes the slices of its own replicas, so a global
+    step sees exactly the same examples on one device or on many.
+    """
+    replicas = strategy.num_replicas_in_sync
+
+    def dataset_fn(context):
+        local = replicas // context.num_input_pipelines
+        first = context.input_pipeline_id * local
+        parts = []
+        for array in batched:
+            steps, batch = array.shape[:2]
+            per_replica = array[start_step:].reshape(steps - start_step, replicas, batch // replicas, *array.shape[2:])
+            parts.append(per_replica[:, first : first + local].reshape(-1, batch // replicas, *array.shape[2:]))
+        dataset = tf.data.Dataset.from_tensor_slices(tuple(parts))
+        if preprocess is not None:
+            dataset = dataset.map(lambda x, y, w: (preprocess(x), y, w), num_parallel_calls=tf.data.AUTOTUNE)
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+# ## Steps
+
+
+def step_functions(strategy, model, loss_fn, metrics, global_batch, optimizer=None):
+    """tf.functions that run `steps` train or eval steps on a distributed iterator."""
+
+    def train_step(x, y, w):
+        with tf.GradientTape() as tape:
+            pred = model(x, training=True)
+            per_example = loss_fn(y, pred)
+            loss = tf.nn.compute_average_loss(per_example, sample_weight=w, global_batch_size=global_batch)
+            if model.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        update(y, pred, per_example, w)
+
+    def eval_step(x, y, w):
+        pred = model(x, training=False)
+        update(y, pred, loss_fn(y, pred), w)
+
+    def update(y, pred, per_example, w):
+        metrics[0].update_state(per_example, sample_weight=w)
+        for metric in metrics[1:]:
+            metric.update_state(y, pred, sample_weight=w)
+
+    @tf.function
+    def train_steps(iterator, steps):
+        for _ in tf.range(steps):
+            strategy.run(train_step, args=next(iterator))
+
+    @tf.function
+    def eval_steps(iterator, steps):
+        for _ in tf.range(steps):
+            strategy.run(eval_step, args=next(iterator))
+
+    return train_steps, eval_steps
+
+
+def results(metrics, prefix=""):
+    out = {prefix + m.name: float(m.result()) for m in metrics}
+    for m in metrics:
+        m.reset_state()
+    return out
+
+
+def evaluate(strategy, eval_steps, metrics, arrays, batch_size, preprocess=None):
+    """Metrics over every example of `arrays` (x, y), in padded global batches."""
+    batched = batches(arrays, batch_size, pad=True)
+    for m in metrics:
+        m.reset_state()
+    eval_steps(iter(distribute(strategy, batched, preprocess)), tf.constant(len(batched[0])))
+    return results(metrics)
+
+
+def loss_and_metrics(recipe, config):
+    """The recipe's per-example loss and its metrics, led by the mean loss."""
+    return recipe.loss(config), [keras.metrics.Mean(name="loss"), *recipe.metrics(config)]
+
+
+def make_optimizer(recipe, config, total_steps):
+    if config.lr_schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=total_steps)
+    else:
+        learning_rate = config.learning_rate
+    if hasattr(recipe, "optimizer"):
+        return recipe.optimizer(config, learning_rate)
+    return keras.optimizers.Adam(learning_rate)
+
+
+# ## Training
+
+
+def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, report=None):
+    """Trains `recipe` on `splits` under `strategy`; writes the run's artifacts into `run_dir`.
+
+    Returns the final metrics (also written to metrics.json). `report(event, **facts)` is
+    called as training goes, for the CLI to show progress.
+    """
+    report = report or (lambda event, **facts: None)
+    replicas = strategy.num_replicas_in_sync
+    global_batch = config.batch_size
+    if global_batch % replicas:
+        raise DlcliError(
+            f"batch_size must be a multiple of the {replicas} replicas. Received: batch_size={global_batch}"
+        )
+    steps_per_epoch = len(splits.train[0]) // global_batch
+    if steps_per_epoch == 0:
+        raise DlcliError(
+            f"batch_size {global_batch} is larger than the {len(splits.train[0])} training examples; lower --batch-size."
+        )
+    per_call = config.steps_per_execution or max(1, min(steps_per_epoch // 10, 100))
+
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+        model = recipe.build_model(config, splits)
+        optimizer = make_optimizer(recipe, config, total_steps=config.epochs * steps_per_epoch)
+        optimizer.build(model.trainable_variables)
+        loss_fn, metrics = loss_and_metrics(recipe, config)
+    epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+    train_steps, eval_steps = step_functions(strategy, model, loss_fn, metrics, global_batch, optimizer)
+
+    # Only the chief writes the real checkpoint; other workers must save too (the save is a
+    # collective under multi-worker), so they write to a scratch folder they delete.
+    checkpoint_dir = Path(run_dir) / "checkpoints" if chief else Path(tempfile.mkdtemp(prefix="dlcli-worker-"))
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
+    manager = tf.train.CheckpointManager(checkpoint, str(checkpoint_dir), max_to_keep=3)
+    history = []
+    if resume and manager.latest_checkpoint:
+        try:
+            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as e:
+            raise DlcliError(f"checkpoint {manager.latest_checkpoint} does not fit this model and config ({str(e).splitlines()[0][:160]}).") from None
+        history = rundir.read_history(Path(run_dir) / "history.csv")[: int(epoch_var.numpy())]
+        report("resume", epoch=int(epoch_var.numpy()), step=int(optimizer.iterations.numpy()))
+
+    started = time.perf_counter()
+    train_seconds = sum(row.get("seconds", 0) for row in history)
+    for epoch in range(int(epoch_var.numpy()), config.epochs):
+        batched = batches([*splits.train], global_batch, seed=config.seed, epoch=epoch)
+        iterator = iter(distribute(strategy, batched, splits.preprocess))
+        epoch_start = time.perf_counter()
+        report("epoch_start", epoch=epoch + 1, epochs=config.epochs, steps=steps_per_epoch)
+        done = 0
+        while done < steps_per_epoch:
+            n = min(per_call, steps_per_epoch - done)
+            train_steps(iterator, tf.constant(n))
+            done += n
+            report("steps", done=done, logs={m.name: float(m.result()) for m in metrics})
+        seconds = time.perf_counter() - epoch_start
+        train_seconds += seconds
+        row = {"epoch": epoch + 1, **results(metrics)}
+        if not math.isfinite(row["loss"]):
+            raise DlcliError(
+                f"the loss became {row['loss']} in epoch {epoch + 1}; lower --learning-rate. "
+                f"The last good checkpoint is in {checkpoint_dir}."
+            )
+        if len(splits.val[0]):
+            val = evaluate(strategy, eval_steps, metrics, splits.val, global_batch, splits.preprocess)
+            row.update({f"val_{k}": v for k, v in val.items()})
+        row.update(
+            learning_rate=float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
+            seconds=round(seconds, 3),
+            examples_per_sec=round(steps_per_epoch * global_batch / seconds, 1),
+        )
+        history.append(row)
+        epoch_var.assign(epoch + 1)
+        manager.save(checkpoint_number=epoch + 1)
+        if chief:
+            rundir.write_history(Path(run_dir) / "history.csv", history)
+        report("epoch_end", row=row)
+
+    test = evaluate(strategy, eval_steps, metrics, splits.test, global_batch, splits.preprocess)
+    trained_steps = len(history) * steps_per_epoch
+    final = {
+        "test": test,
+        "test_examples": len(splits.test[0]),
+        "epochs": config.epochs,
+        "wall_seconds": round(time.perf_counter() - started, 3),
+        "train_seconds": round(train_seconds, 3),
+        "examples_per_sec": round(trained_steps * global_batch / train_seconds, 1) if train_seconds else None,
+    }
+    if chief:
+        rundir.save_model(model, Path(run_dir) / "model.keras")
+        rundir.write_json(Path(run_dir) / "metrics.json", final)
+    else:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return final, model

@@ -1,0 +1,149 @@
+"""The run directory: what every run leaves, written so an interruption never half-writes a file.
+
+    RUN_DIR/config.json    resolved config, versions, strategy and devices
+    RUN_DIR/model.keras    the final model
+    RUN_DIR/checkpoints/   tf.train.CheckpointManager checkpoints, for --resume
+    RUN_DIR/history.csv    one row of metrics per epoch
+    RUN_DIR/metrics.json   final test metrics, wall time, examples/s
+"""
+
+import csv
+import io
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from dlcli.errors import DlcliError
+
+RUN_FILES = ("config.json", "model.keras", "checkpoints", "history.csv", "metrics.json")
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path, text):
+    """Writes `text` to `path` through a temporary file and a rename: readers see old or new."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path, obj):
+    atomic_write(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def read_json(path):
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DlcliError(f"cannot read {path}: {e}") from None
+
+
+def write_history(path, rows):
+    """Rewrites history.csv with every epoch so far (a few rows: cheap, and always whole)."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, out.getvalue())
+
+
+def read_history(path):
+    if not Path(path).is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _number(text):
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+
+def save_model(model, path):
+    """Saves a Keras model atomically (Keras insists on the .keras suffix, so the temp file keeps it)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def default_run_dir(recipe):
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path("runs") / f"{recipe}-{stamp}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = Path("runs") / f"{recipe}-{stamp}-{n}"
+    return path
+
+
+def check_output(path, *, overwrite, resume):
+    """Refuses to train into a non-empty folder unless asked to resume or overwrite it."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DlcliError(f"--output {path} exists and is not a folder.")
+    non_empty = path.is_dir() and any(path.iterdir())
+    if resume:
+        if not (path / "config.json").is_file():
+            raise DlcliError(f"--resume needs an existing run folder with config.json; {path} has none.")
+    elif non_empty and not overwrite:
+        raise DlcliError(
+            f"--output {path} already holds files. Pass --resume to continue that run, "
+            "--overwrite to replace it, or choose another --output."
+        )
+
+
+def clear_run(path):
+    """Removes a previous run's artifacts (for --overwrite), once the new run is ready to start."""
+    path = Path(path)
+    for name in RUN_FILES:
+        target = path / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
+def check_run_dir(path):
+    """Returns the run folder if it holds a finished run (config.json and model.keras)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise DlcliError(f"run folder not found: {path}")
+    for name in ("config.json", "model.keras"):
+        if not (path / name).is_file():
+            raise DlcliError(f"{path} is not a dlcli run folder: it has no {name}. Train one with `dlcli train RECIPE -o {path}`.")
+    return path
+
+
+def versions():
+    import keras
+    import tensorflow as tf
+
+    import dlcli
+
+    return {"dlcli": dlcli.__version__, "tensorflow": tf.__version__, "keras": keras.__version__}

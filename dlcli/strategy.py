@@ -1,0 +1,128 @@
+"""Choosing the tf.distribute strategy: what `--strategy` names mean, and what `auto` picks."""
+
+import json
+import os
+
+from dlcli.errors import DlcliError
+from dlcli.lazy import tf
+
+STRATEGIES = ("auto", "default", "one-device", "mirrored", "multi-worker", "tpu")
+
+
+def split_cpu(n):
+    """Splits the CPU into `n` logical devices, so mirrored training can be tried without GPUs.
+
+    Must run before TensorFlow initialises its devices.
+    """
+    if n is None or n <= 1:
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    current = tf.config.get_logical_device_configuration(cpu)
+    if current is not None and len(current) == n:
+        return
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
+    except RuntimeError:
+        raise DlcliError(f"--cpu-devices {n}: TensorFlow's devices are already initialised in this process.") from None
+
+
+def tf_config():
+    """The parsed TF_CONFIG environment variable, or {} when unset."""
+    raw = os.environ.get("TF_CONFIG", "").strip()
+    if not raw:
+        return {}
+    try:
+        spec = json.loads(raw)
+    except ValueError as e:
+        raise DlcliError(f"TF_CONFIG is not valid JSON ({e}).") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("cluster"), dict) or not isinstance(spec.get("task"), dict):
+        raise DlcliError('TF_CONFIG must be {"cluster": {"worker": [...]}, "task": {"type": ..., "index": ...}}.')
+    task = spec["task"]
+    jobs = spec["cluster"]
+    if task.get("type") not in jobs:
+        raise DlcliError(f"TF_CONFIG task type {task.get('type')!r} is not a job of the cluster ({', '.join(jobs)}).")
+    index = task.get("index")
+    if not isinstance(index, int) or not 0 <= index < len(jobs[task["type"]]):
+        raise DlcliError(
+            f"TF_CONFIG task index {index!r} is out of range: job {task['type']!r} has {len(jobs[task['type']])} task(s)."
+        )
+    if "chief" not in jobs and "worker" not in jobs:
+        raise DlcliError("TF_CONFIG cluster has neither a 'chief' nor a 'worker' job.")
+    return spec
+
+
+def auto_choice(tpu):
+    """What `--strategy auto` picks: TPU, then multi-worker, then several GPUs or CPUs, then one GPU."""
+    if tpu or os.environ.get("TPU_NAME"):
+        return "tpu"
+    cluster = tf_config().get("cluster", {})
+    if sum(len(cluster.get(job, [])) for job in ("chief", "worker")) > 1:
+        return "multi-worker"
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1 or (not gpus and len(tf.config.list_logical_devices("CPU")) > 1):
+        return "mirrored"
+    return "one-device" if gpus else "default"
+
+
+def make_strategy(name, tpu=None):
+    """Returns (strategy, resolved name) for a --strategy name."""
+    if name not in STRATEGIES:
+        raise DlcliError(f"unknown strategy '{name}'. Choose one of: {', '.join(STRATEGIES)}.")
+    if name == "auto":
+        name = auto_choice(tpu)
+    if name == "default":
+        return tf.distribute.get_strategy(), name
+    if name == "one-device":
+        gpus = tf.config.list_logical_devices("GPU")
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0"), name
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        if gpus:
+            return tf.distribute.MirroredStrategy(), name
+        # Without GPUs, mirror over the logical CPUs (--cpu-devices); NCCL is GPU-only.
+        cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(cpus, cross_device_ops=tf.distribute.ReductionToOneDevice()), name
+    if name == "multi-worker":
+        if not tf_config():
+            raise DlcliError("--strategy multi-worker needs TF_CONFIG describing the cluster (or use `dlcli launch`).")
+        return tf.distribute.MultiWorkerMirroredStrategy(), name
+    return _tpu_strategy(tpu), name
+
+
+def _tpu_strategy(tpu):
+    target = tpu or os.environ.get("TPU_NAME") or "local"
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu="" if target == "local" else target)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, tf.errors.OpError) as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise DlcliError(f"no TPU found for --tpu {target} ({first}). Run on a Cloud TPU VM, or pick another --strategy.") from None
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def is_chief(strategy):
+    """Whether this process writes the run's artifacts (always, outside multi-worker training)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or isinstance(strategy, tf.distribute.TPUStrategy):
+        return True
+    jobs = resolver.cluster_spec().as_dict()
+    if not jobs:
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    return task_type == "chief" or (task_type == "worker" and task_id == 0 and "chief" not in jobs)
+
+
+def describe(strategy, name):
+    """The facts about a strategy a run records and prints."""
+    try:
+        replica_devices = list(strategy.extended.worker_devices)
+    except RuntimeError:  # the default strategy has no device list: it places ops as TF does
+        replica_devices = []
+    return {
+        "name": name,
+        "class": type(strategy).__name__,
+        "replicas": strategy.num_replicas_in_sync,
+        "replica_devices": replica_devices,
+        "visible_devices": [d.name for d in tf.config.list_logical_devices()],
+    }

@@ -1,0 +1,1 @@
+"""The recipes: one module each, found by name (see dlcli.registry)."""

@@ -1,0 +1,49 @@
+"""Small data writers for tests: IDX files and image folders, made on the fly."""
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+
+from dlcli.data import IDX_FILES
+
+
+def write_idx(path, array, magic=None, compress=True):
+    array = np.asarray(array, np.uint8)
+    magic = magic if magic is not None else {3: 2051, 1: 2049}[array.ndim]
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    raw = header + array.tobytes()
+    Path(path).write_bytes(gzip.compress(raw) if compress else raw)
+
+
+def write_idx_folder(folder, n_train=60, n_test=20, seed=0):
+    """Four MNIST-format files of random 28x28 images whose class shows in their brightness."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("test", n_test)):
+        y = rng.integers(0, 10, n)
+        x = (rng.random((n, 28, 28)) * 25 * (y[:, None, None] + 1)).astype(np.uint8)
+        images, labels = IDX_FILES[split]
+        write_idx(folder / (images + ".gz"), x)
+        write_idx(folder / (labels + ".gz"), y)
+    return folder
+
+
+def write_png(path, array):
+    import tensorflow as tf
+
+    array = np.asarray(array, np.uint8)
+    if array.ndim == 2:
+        array = array[..., None]
+    Path(path).write_bytes(tf.io.encode_png(array).numpy())
+
+
+def write_image_folder(folder, classes=("cat", "dog"), per_class=5, size=(12, 12), channels=3):
+    folder = Path(folder)
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(classes):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            write_png(folder / name / f"{i}.png", rng.integers(0, 255, (*size, channels)) // (c + 1))
+    return folder

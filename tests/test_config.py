@@ -1,0 +1,88 @@
+"""Config resolution: defaults < TOML < --set < flags, with typed, checked values."""
+
+import pytest
+
+from dlcli import config as config_lib
+from dlcli import registry
+from dlcli.errors import DlcliError
+
+cnn = registry.load("cnn")
+
+
+def resolve(**kwargs):
+    return config_lib.resolve(cnn.Config, "cnn", **kwargs)
+
+
+def test_defaults_come_from_the_recipe():
+    config = resolve()
+    assert config == cnn.Config()
+    assert config.dataset == "mnist"
+
+
+def test_overrides_apply_in_order_toml_then_set_then_flags():
+    config = resolve(
+        toml_values={"epochs": 3, "batch_size": 32, "arch": "tf1"},
+        sets={"epochs": "4", "learning_rate": "0.01"},
+        flags={"epochs": 5, "batch_size": None},
+    )
+    assert (config.epochs, config.batch_size, config.arch, config.learning_rate) == (5, 32, "tf1", 0.01)
+
+
+@pytest.mark.parametrize(
+    "sets, message",
+    [
+        ({"epoch": "3"}, "unknown config key 'epoch' for recipe cnn. Did you mean 'epochs'?"),
+        ({"epochs": "three"}, "epochs must be int. Received: epochs='three'"),
+        ({"epochs": "1.5"}, "epochs must be int"),
+        ({"arch": "resnet"}, "arch must be one of source, tf1, lenet5"),
+        ({"learning_rate": "fast"}, "learning_rate must be float"),
+        ({"epochs": "0"}, "epochs must be positive. Received: epochs=0"),
+        ({"batch_size": "-3"}, "batch_size must be positive. Received: batch_size=-3"),
+        ({"learning_rate": "0"}, "learning_rate must be positive"),
+        ({"validation_split": "1.5"}, "validation_split must be in [0, 1)"),
+    ],
+)
+def test_bad_values_name_the_key_and_what_is_allowed(sets, message):
+    with pytest.raises(DlcliError) as e:
+        resolve(sets=sets)
+    assert message in str(e.value)
+
+
+def test_unknown_key_lists_the_valid_keys():
+    with pytest.raises(DlcliError, match="Valid keys: dataset, data, data_dir, epochs"):
+        resolve(sets={"zzz": "1"})
+
+
+def test_toml_types_are_checked_not_coerced(tmp_path):
+    with pytest.raises(DlcliError, match="epochs must be int"):
+        resolve(toml_values={"epochs": 2.5})
+    with pytest.raises(DlcliError, match="batch_size must be int"):
+        resolve(toml_values={"batch_size": True})
+    assert resolve(toml_values={"learning_rate": 1}).learning_rate == 1.0
+
+
+def test_none_values_for_optional_paths():
+    assert resolve(sets={"data": "none"}).data is None
+    assert resolve(sets={"data": "/tmp/x"}).data == "/tmp/x"
+
+
+def test_read_toml_reports_the_line_of_a_syntax_error(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("epochs = 3\nbatch_size = = 4\n")
+    with pytest.raises(DlcliError, match=r"invalid TOML in .*bad.toml.*line 2"):
+        config_lib.read_toml(path)
+
+
+def test_read_toml_refuses_tables_and_missing_files(tmp_path):
+    path = tmp_path / "nested.toml"
+    path.write_text("[model]\narch = 'tf1'\n")
+    with pytest.raises(DlcliError, match="tables are not supported"):
+        config_lib.read_toml(path)
+    with pytest.raises(DlcliError, match="config file not found"):
+        config_lib.read_toml(tmp_path / "missing.toml")
+
+
+def test_parse_sets_refuses_pairs_without_equals():
+    assert config_lib.parse_sets(["a=1", "b = two=2"]) == {"a": "1", "b": "two=2"}
+    with pytest.raises(DlcliError, match="--set expects key=value"):
+        config_lib.parse_sets(["epochs"])

@@ -1,0 +1,117 @@
+"""The training loop: exact global batches, per-replica slicing, and the same training under
+the default strategy and MirroredStrategy (two logical CPUs, set up in conftest)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dlcli import data, loop, registry
+from dlcli.errors import DlcliError
+
+cnn = registry.load("cnn")
+
+
+def test_batches_shuffle_by_seed_and_epoch_and_drop_the_remainder():
+    x = np.arange(10)
+    bx, by, w = loop.batches([x, x * 10], 4, seed=1, epoch=0)
+    assert bx.shape == (2, 4) and np.all(by == bx * 10) and np.all(w == 1)
+    again, *_ = loop.batches([x, x], 4, seed=1, epoch=0)
+    other, *_ = loop.batches([x, x], 4, seed=1, epoch=1)
+    np.testing.assert_array_equal(bx, again)
+    assert not np.array_equal(bx, other)
+    assert len(set(bx.ravel())) == 8
+
+
+def test_eval_batches_pad_with_zero_weight_so_every_example_counts_once():
+    x = np.arange(10)
+    bx, _, w = loop.batches([x, x], 4, pad=True)
+    assert bx.shape == (3, 4)
+    assert w.sum() == 10 and list(w.ravel()[-2:]) == [0, 0]
+    assert sorted(bx.ravel()[w.ravel() == 1]) == list(range(10))
+
+
+def two_replicas():
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
+
+
+@pytest.mark.parametrize("make_strategy", [tf.distribute.get_strategy, two_replicas], ids=["default", "mirrored"])
+def test_each_global_step_sees_exactly_its_global_batch(make_strategy):
+    strategy = make_strategy()
+    x = np.arange(24)
+    batched = loop.batches([x, x], 8, seed=3)
+    seen = []
+    for per_replica in iter(loop.distribute(strategy, batched)):
+        parts = strategy.experimental_local_results(per_replica[0])
+        seen.append(np.concatenate([p.numpy() for p in parts]))
+    np.testing.assert_array_equal(np.stack(seen), batched[0])
+
+
+def test_resuming_mid_epoch_starts_at_the_right_batch():
+    strategy = tf.distribute.get_strategy()
+    x = np.arange(24)
+    batched = loop.batches([x, x], 4, seed=0)
+    rest = [b[0].numpy() for b in loop.distribute(strategy, batched, start_step=4)]
+    np.testing.assert_array_equal(np.stack(rest), batched[0][4:])
+
+
+def tiny_splits(n=256, seed=0):
+    """A separable 4-class problem on 8x8 images: bright quadrant = class."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    x = rng.integers(0, 60, (n, 8, 8, 1))
+    for i, c in enumerate(y):
+        r, col = divmod(int(c), 2)
+        x[i, r * 4 : r * 4 + 4, col * 4 : col * 4 + 4] += 190
+    x = x.astype(np.uint8)
+    train, test = (x[:192], y[:192]), (x[192:], y[192:])
+    train, val = data.holdout(train, 0.25)
+    return data.Splits(train=train, val=val, test=test, input_shape=(8, 8, 1), source="tiny", num_classes=4)
+
+
+def train_tiny(strategy, tmp_path, **overrides):
+    config = cnn.Config(**{"arch": "tf1", "epochs": 3, "batch_size": 16, "dropout": 0.0, "learning_rate": 3e-3, **overrides})
+    return loop.fit(cnn, config, tiny_splits(), strategy, tmp_path)
+
+
+def test_fit_learns_and_writes_the_run(tmp_path):
+    final, model = train_tiny(tf.distribute.get_strategy(), tmp_path)
+    assert final["test"]["accuracy"] >= 0.9
+    assert {p.name for p in tmp_path.iterdir()} >= {"model.keras", "metrics.json", "history.csv", "checkpoints"}
+    history = (tmp_path / "history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch,loss,accuracy,val_loss,val_accuracy")
+    assert len(history) == 1 + 3
+
+
+def test_mirrored_training_matches_single_device_training(tmp_path):
+    """The loss is averaged over the global batch, so two replicas take the same steps as one."""
+    single, single_model = train_tiny(tf.distribute.get_strategy(), tmp_path / "single")
+    mirrored, mirrored_model = train_tiny(two_replicas(), tmp_path / "mirrored")
+    for a, b in zip(single_model.get_weights(), mirrored_model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+    assert abs(single["test"]["accuracy"] - mirrored["test"]["accuracy"]) < 1e-6
+
+
+def test_batch_size_must_split_evenly_across_replicas(tmp_path):
+    with pytest.raises(DlcliError, match="batch_size must be a multiple of the 2 replicas. Received: batch_size=15"):
+        train_tiny(two_replicas(), tmp_path, batch_size=15)
+
+
+def test_batch_larger_than_the_data_is_refused(tmp_path):
+    with pytest.raises(DlcliError, match="larger than the 144 training examples"):
+        train_tiny(tf.distribute.get_strategy(), tmp_path, batch_size=512)
+
+
+def test_diverging_loss_stops_with_a_clear_message(tmp_path):
+    with pytest.raises(DlcliError, match="the loss became (nan|inf) in epoch 1"):
+        train_tiny(tf.distribute.get_strategy(), tmp_path, learning_rate=1e12, lr_schedule="constant")
+
+
+def test_resume_continues_from_the_last_epoch(tmp_path):
+    strategy = tf.distribute.get_strategy()
+    train_tiny(strategy, tmp_path, epochs=2)
+    events = []
+    config = cnn.Config(arch="tf1", epochs=3, batch_size=16, dropout=0.0, learning_rate=3e-3)
+    loop.fit(cnn, config, tiny_splits(), strategy, tmp_path, resume=True, report=lambda e, **f: events.append((e, f)))
+    assert ("resume", {"epoch": 2, "step": 2 * 9}) in events
+    epochs = [int(line.split(",")[0]) for line in (tmp_path / "history.csv").read_text().splitlines()[1:]]
+    assert epochs == [1, 2, 3]

@@ -1,0 +1,73 @@
+"""End to end: `dlcli train` then `dlcli evaluate` on the bundled digits, under the default
+strategy in-process and under MirroredStrategy on two logical CPUs as a real subprocess."""
+
+import csv
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from dlcli.cli import app
+
+runner = CliRunner()
+
+
+def run_json(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    """The README's first command: 20 epochs of cnn on digits (about 10 s here)."""
+    run_dir = tmp_path_factory.mktemp("runs") / "digits"
+    final = run_json("train", "cnn", "--dataset", "digits", "--epochs", 20, "--strategy", "default", "-o", run_dir, "--json")
+    return run_dir, final
+
+
+def test_digits_reaches_097_and_leaves_a_complete_run(digits_run):
+    run_dir, final = digits_run
+    assert final["test"]["accuracy"] >= 0.97
+    assert final["test_examples"] == 359
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["recipe"] == "cnn" and saved["config"]["epochs"] == 20 and saved["config"]["dataset"] == "digits"
+    assert saved["strategy"]["name"] == "default" and saved["strategy"]["replicas"] == 1
+    assert saved["strategy"]["visible_devices"] and set(saved["versions"]) == {"dlcli", "tensorflow", "keras"}
+    rows = list(csv.DictReader((run_dir / "history.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 21))
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+    assert (run_dir / "checkpoints" / "checkpoint").is_file()
+    assert json.loads((run_dir / "metrics.json").read_text())["test"] == final["test"]
+    assert not [p for p in run_dir.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+def test_evaluate_reproduces_the_test_accuracy(digits_run):
+    run_dir, final = digits_run
+    evaluation = run_json("evaluate", run_dir, "--json")
+    assert abs(evaluation["test"]["accuracy"] - final["test"]["accuracy"]) <= 0.002
+    assert json.loads((run_dir / "evaluation.json").read_text())["test"] == evaluation["test"]
+
+
+def test_mirrored_on_two_cpus_matches_the_default_run(digits_run, dlcli_subprocess, tmp_path):
+    _, final = digits_run
+    result = dlcli_subprocess(
+        "train", "cnn", "--dataset", "digits", "--epochs", 20, "--strategy", "mirrored",
+        "--cpu-devices", 2, "-o", tmp_path / "mirrored", "--json",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    mirrored = json.loads(result.stdout)
+    assert "strategy mirrored (MirroredStrategy), 2 replica(s); global batch 128, 64 per replica" in result.stderr
+    assert abs(mirrored["test"]["accuracy"] - final["test"]["accuracy"]) <= 0.01
+
+
+def test_resume_and_overwrite_through_the_cli(tmp_path):
+    run_dir = tmp_path / "run"
+    quick = ["--dataset", "digits", "--strategy", "default", "-o", run_dir, "--json"]
+    run_json("train", "cnn", "--epochs", 2, *quick)
+    resumed = runner.invoke(app, ["train", "cnn", "--epochs", "3", "--resume", *map(str, quick)])
+    assert resumed.exit_code == 0, resumed.output
+    assert "resuming after epoch 2" in resumed.stderr
+    assert [r["epoch"] for r in csv.DictReader((run_dir / "history.csv").open())] == ["1", "2", "3"]
+    run_json("train", "cnn", "--epochs", 1, "--overwrite", *quick)
+    assert [r["epoch"] for r in csv.DictReader((run_dir / "history.csv").open())] == ["1"]
