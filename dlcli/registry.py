@@ -10,7 +10,8 @@ what is specific to it:
 - `MODERNISES`: (old TF1/PyTorch idiom, modern Keras form) pairs, shown by `dlcli show`;
 - `load_data(config) -> dlcli.data.Splits`, `build_model(config, splits) -> keras.Model`,
   `loss(config)` (a per-example Keras loss) and `metrics(config)` (Keras metrics);
-- optionally `optimizer(config, schedule)` when Adam is not the right default.
+- `QUICK`: config overrides for a fast offline run (the tests train every recipe with it);
+- optionally `optimizer(config, learning_rate)` when Adam is not the right default.
 
 Importing a recipe module must not import TensorFlow (use `dlcli.lazy`).
 """
@@ -25,7 +26,7 @@ import recipes
 
 from dlcli.errors import DlcliError
 
-REQUIRED = ("Config", "DATASETS", "MODERNISES", "load_data", "build_model", "loss", "metrics")
+REQUIRED = ("Config", "DATASETS", "MODERNISES", "QUICK", "load_data", "build_model", "loss", "metrics")
 
 
 def recipe_names():

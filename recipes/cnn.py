@@ -10,6 +10,7 @@ Architectures (`--set arch=...`):
   lenet5  Conv6 5x5 > AvgPool > Conv16 5x5 > AvgPool > Dense120 > Dense84 > Dense10
 
 Reference: keras-io mnist_convnet reaches 0.9922 MNIST test accuracy after 15 epochs.
+
 Reproduce: dlcli train cnn --data ../shared/data/mnist
 """
 
@@ -30,6 +31,7 @@ MODERNISES = [
     ("with tf.Session() as sess: sess.run(train_op, feed_dict)", "dlcli train: tf.function steps under tf.distribute"),
     ("tf.train.Saver().save(sess, path)", "tf.train.CheckpointManager + model.save('model.keras')"),
 ]
+QUICK = {"dataset": "digits", "epochs": 2}  # a fast offline run, for tests and smoke checks
 
 
 @dataclass
