@@ -29,7 +29,8 @@ class TrainConfig:
     data: str | None = None  # a local file or folder, which wins over `dataset`
     data_dir: str | None = None  # where tensorflow-datasets keeps prepared data
     epochs: int = 10
-    batch_size: int = 128  # global: split evenly across replicas
+    batch_size: int = 128  # global: split evenly across replicas; 0 = the whole training split
+    steps_per_epoch: int = 0  # 0 = one pass over the training split
     learning_rate: float = 1e-3
     lr_schedule: typing.Literal["constant", "cosine"] = "constant"
     validation_split: float = 0.1  # the tail of the training split held out each epoch
@@ -40,16 +41,15 @@ class TrainConfig:
         """Raises DlcliError on values no recipe can train with."""
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "learning_rate": self.learning_rate}
         for key, value in positive.items():
-            if not value > 0:
-                raise DlcliError(f"{key} must be positive. Received: {key}={value}")
+            if not value > 0 and not (key == "batch_size" and value == 0):
+                full = " (or 0 for the whole training split)" if key == "batch_size" else ""
+                raise DlcliError(f"{key} must be positive{full}. Received: {key}={value}")
+        for key in ("steps_per_epoch", "steps_per_execution"):
+            if getattr(self, key) < 0:
+                raise DlcliError(f"{key} must be >= 0 (0 = automatic). Received: {key}={getattr(self, key)}")
         if not 0 <= self.validation_split < 1:
             raise DlcliError(
                 f"validation_split must be in [0, 1). Received: validation_split={self.validation_split}"
-            )
-        if self.steps_per_execution < 0:
-            raise DlcliError(
-                f"steps_per_execution must be >= 0 (0 = automatic). "
-                f"Received: steps_per_execution={self.steps_per_execution}"
             )
 
 

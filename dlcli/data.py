@@ -5,10 +5,14 @@ tf.data pipelines. The datasets these recipes use fit in memory, and arrays let 
 exact, reproducible global batches for any number of replicas and resume mid-epoch.
 """
 
+import csv
 import gzip
+import io
+import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 
@@ -41,6 +45,7 @@ class Splits:
     num_classes: int | None = None
     class_names: list | None = None
     preprocess: object = None  # a function applied to each batch of inputs inside tf.data
+    info: dict = field(default_factory=dict)  # what else a recipe wants to keep: stats, names, truth
 
 
 def holdout(train, fraction):
@@ -278,3 +283,80 @@ def tfds_arrays(builder, split):
         raise DlcliError(f"the {split} split of '{builder.name}' is empty.")
     x, y = (np.concatenate(column) for column in zip(*parts))
     return x, y.astype(np.int64)
+
+
+def download(url, filename, offline_hint):
+    """Downloads `url` once into the Keras cache; offline, fails at once with `offline_hint`."""
+    from dlcli.lazy import keras
+
+    cached = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser() / "datasets" / filename
+    if cached.is_file():
+        return cached
+    host = urlparse(url).hostname
+    if not network_available(host, 443 if url.startswith("https") else 80):
+        raise DlcliError(f"cannot download {filename} from {host} (no network). {offline_hint}")
+    try:
+        return Path(keras.utils.get_file(filename, url))
+    except Exception as e:
+        raise DlcliError(f"downloading {url} failed ({type(e).__name__}). {offline_hint}") from None
+
+
+# ## CSV files
+
+
+MISSING = {"", "na", "nan", "null", "none", "?"}
+
+
+def read_csv(path):
+    """(header, rows) of a CSV file whose first row names the columns."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DlcliError(f"{path} is not UTF-8 text; save it as UTF-8 CSV.") from None
+    except OSError as e:
+        raise DlcliError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        rows = [row for row in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in row)]
+    except csv.Error as e:
+        raise DlcliError(f"{path} is not valid CSV: {e}") from None
+    if len(rows) < 2:
+        raise DlcliError(f"{path} needs a header row and at least one data row.")
+    return [name.strip() for name in rows[0]], rows[1:]
+
+
+def csv_columns(path, names):
+    """The named CSV columns as a float64 array (rows, columns), and the number of rows dropped.
+
+    Rows with a missing cell (empty, NA, NaN, null, ?) are dropped and counted; any other
+    cell that is not a number is an error naming its line and column.
+    """
+    header, rows = read_csv(path)
+    for name in names:
+        if name not in header:
+            raise DlcliError(f"{path} has no column '{name}'. Its columns: {', '.join(header)}.")
+    index = [header.index(name) for name in names]
+    values, dropped = [], 0
+    for line, row in enumerate(rows, start=2):
+        cells = [row[i].strip() if i < len(row) else "" for i in index]
+        if any(cell.lower() in MISSING for cell in cells):
+            dropped += 1
+            continue
+        try:
+            values.append([float(cell) for cell in cells])
+        except ValueError:
+            bad = next(n for n, c in zip(names, cells) if not _is_number(c))
+            raise DlcliError(
+                f"{path} line {line}: column '{bad}' holds {cells[names.index(bad)]!r}, not a number. "
+                "Choose numeric columns (--set columns=a,b,c) or clean the file."
+            ) from None
+    if not values:
+        raise DlcliError(f"{path}: no complete numeric rows in columns {', '.join(names)}.")
+    return np.array(values, np.float64), dropped
+
+
+def _is_number(text):
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False

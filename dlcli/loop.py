@@ -23,25 +23,34 @@ from dlcli.lazy import keras, tf
 # ## Data: exact global batches, sliced per replica
 
 
-def batches(arrays, batch_size, *, seed=None, epoch=0, pad=False):
+def batches(arrays, batch_size, *, shuffle_key=None, pad=False):
     """Cuts equal-length arrays into global batches: returns [x, y, weight], each (steps, batch, ...).
 
-    With a seed, examples are shuffled by (seed, epoch), so an epoch's batches are the same
-    whatever the replica count and however often the run was resumed. Training drops the last
-    partial batch; evaluation (`pad=True`) pads it with weight-0 examples, so every example
-    counts once and every batch has one static shape (as TPUs and XLA need).
+    With a shuffle key (seed, epoch, pass), the examples are shuffled by it, so an epoch's
+    batches are the same whatever the replica count and however often the run was resumed.
+    Training drops the last partial batch; evaluation (`pad=True`) pads it with weight-0
+    examples, so every example counts once and every batch has one static shape (as TPUs and
+    XLA need).
     """
     n = len(arrays[0])
-    if seed is not None:
-        order = np.random.default_rng([seed, epoch]).permutation(n)
+    if shuffle_key is not None:
+        order = np.random.default_rng(shuffle_key).permutation(n)
         arrays = [a[order] for a in arrays]
     weights = np.ones(n, np.float32)
     if pad:
         extra = -n % batch_size
-        arrays = [np.concatenate([a, np.zeros((extra, *a.shape[1:]), a.dtype)]) for a in arrays]
+        # Padding is zeros, or empty strings for text (object arrays of str).
+        arrays = [np.concatenate([a, np.full((extra, *a.shape[1:]), "" if a.dtype == object else 0, a.dtype)]) for a in arrays]
         weights = np.concatenate([weights, np.zeros(extra, np.float32)])
     steps = len(weights) // batch_size
     return [a[: steps * batch_size].reshape(steps, batch_size, *a.shape[1:]) for a in (*arrays, weights)]
+
+
+def epoch_batches(arrays, batch_size, steps, seed, epoch):
+    """The `steps` global batches of one epoch: as many shuffled passes over the data as needed."""
+    available = len(arrays[0]) // batch_size
+    passes = [batches(arrays, batch_size, shuffle_key=(seed, epoch, p)) for p in range(-(-steps // available))]
+    return [np.concatenate(parts)[:steps] for parts in zip(*passes)]
 
 
 def distribute(strategy, batched, preprocess=None, start_step=0):
@@ -149,16 +158,17 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
     """
     report = report or (lambda event, **facts: None)
     replicas = strategy.num_replicas_in_sync
-    global_batch = config.batch_size
+    n_train = len(splits.train[0])
+    global_batch = config.batch_size or n_train - n_train % replicas
     if global_batch % replicas:
         raise DlcliError(
             f"batch_size must be a multiple of the {replicas} replicas. Received: batch_size={global_batch}"
         )
-    steps_per_epoch = len(splits.train[0]) // global_batch
-    if steps_per_epoch == 0:
+    if not 0 < global_batch <= n_train:
         raise DlcliError(
-            f"batch_size {global_batch} is larger than the {len(splits.train[0])} training examples; lower --batch-size."
+            f"batch_size {global_batch} is larger than the {n_train} training examples; lower --batch-size."
         )
+    steps_per_epoch = config.steps_per_epoch or n_train // global_batch
     per_call = config.steps_per_execution or max(1, min(steps_per_epoch // 10, 100))
 
     keras.utils.set_random_seed(config.seed)
@@ -187,7 +197,7 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
     started = time.perf_counter()
     train_seconds = sum(row.get("seconds", 0) for row in history)
     for epoch in range(int(epoch_var.numpy()), config.epochs):
-        batched = batches([*splits.train], global_batch, seed=config.seed, epoch=epoch)
+        batched = epoch_batches(splits.train, global_batch, steps_per_epoch, config.seed, epoch)
         iterator = iter(distribute(strategy, batched, splits.preprocess))
         epoch_start = time.perf_counter()
         report("epoch_start", epoch=epoch + 1, epochs=config.epochs, steps=steps_per_epoch)
@@ -231,7 +241,11 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
         "examples_per_sec": round(trained_steps * global_batch / train_seconds, 1) if train_seconds else None,
     }
     if chief:
-        rundir.save_model(model, Path(run_dir) / "model.keras")
+        if hasattr(recipe, "after_training"):
+            final["report"] = recipe.after_training(config, splits, model, Path(run_dir))
+        # The saved model takes raw inputs: recipes that preprocess in tf.data fold that in.
+        saved = recipe.inference_model(model, splits) if hasattr(recipe, "inference_model") else model
+        rundir.save_model(saved, Path(run_dir) / "model.keras")
         rundir.write_json(Path(run_dir) / "metrics.json", final)
     else:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)

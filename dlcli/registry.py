@@ -11,7 +11,10 @@ what is specific to it:
 - `load_data(config) -> dlcli.data.Splits`, `build_model(config, splits) -> keras.Model`,
   `loss(config)` (a per-example Keras loss) and `metrics(config)` (Keras metrics);
 - `QUICK`: config overrides for a fast offline run (the tests train every recipe with it);
-- optionally `optimizer(config, learning_rate)` when Adam is not the right default.
+- optionally `optimizer(config, learning_rate)` when Adam is not the right default;
+  `after_training(config, splits, model, run_dir) -> dict` for baselines and pictures (merged
+  into metrics.json as "report"); `inference_model(model, splits)` when the data pipeline
+  preprocesses inputs (`splits.preprocess`), to save a model that takes raw inputs.
 
 Importing a recipe module must not import TensorFlow (use `dlcli.lazy`).
 """

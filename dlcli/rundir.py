@@ -27,14 +27,15 @@ def _umask():
     return mask
 
 
-def atomic_write(path, text):
-    """Writes `text` to `path` through a temporary file and a rename: readers see old or new."""
+def atomic_write(path, content):
+    """Writes `content` (str or bytes) to `path` through a temporary file and a rename: readers
+    see the old file or the new one, never half of one."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(content.encode("utf-8") if isinstance(content, str) else content)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -89,7 +89,7 @@ def test_unknown_command_and_option_are_one_line_usage_errors():
         (["train", "cnn", "--dataset", "imagenet"], ["unknown dataset 'imagenet'", "digits"]),
         (["train", "cnn", "--data", "/no/such/folder"], ["--data path does not exist: /no/such/folder"]),
         (["train", "cnn", "--epochs", "0"], ["epochs must be positive. Received: epochs=0"]),
-        (["train", "cnn", "--batch-size", "-3"], ["batch_size must be positive. Received: batch_size=-3"]),
+        (["train", "cnn", "--batch-size", "-3"], ["batch_size must be positive (or 0 for the whole training split). Received: batch_size=-3"]),
         (["train", "cnn", "--learning-rate", "0"], ["learning_rate must be positive"]),
         (["train", "cnn", "--set", "arch=resnet"], ["arch must be one of source, tf1, lenet5"]),
         (["train", "cnn", "--set", "epochs=ten"], ["epochs must be int. Received: epochs='ten'"]),

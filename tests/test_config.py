@@ -37,7 +37,7 @@ def test_overrides_apply_in_order_toml_then_set_then_flags():
         ({"arch": "resnet"}, "arch must be one of source, tf1, lenet5"),
         ({"learning_rate": "fast"}, "learning_rate must be float"),
         ({"epochs": "0"}, "epochs must be positive. Received: epochs=0"),
-        ({"batch_size": "-3"}, "batch_size must be positive. Received: batch_size=-3"),
+        ({"batch_size": "-3"}, "batch_size must be positive (or 0 for the whole training split). Received: batch_size=-3"),
         ({"learning_rate": "0"}, "learning_rate must be positive"),
         ({"validation_split": "1.5"}, "validation_split must be in [0, 1)"),
     ],

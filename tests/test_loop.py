@@ -13,10 +13,10 @@ cnn = registry.load("cnn")
 
 def test_batches_shuffle_by_seed_and_epoch_and_drop_the_remainder():
     x = np.arange(10)
-    bx, by, w = loop.batches([x, x * 10], 4, seed=1, epoch=0)
+    bx, by, w = loop.batches([x, x * 10], 4, shuffle_key=(1, 0, 0))
     assert bx.shape == (2, 4) and np.all(by == bx * 10) and np.all(w == 1)
-    again, *_ = loop.batches([x, x], 4, seed=1, epoch=0)
-    other, *_ = loop.batches([x, x], 4, seed=1, epoch=1)
+    again, *_ = loop.batches([x, x], 4, shuffle_key=(1, 0, 0))
+    other, *_ = loop.batches([x, x], 4, shuffle_key=(1, 1, 0))
     np.testing.assert_array_equal(bx, again)
     assert not np.array_equal(bx, other)
     assert len(set(bx.ravel())) == 8
@@ -30,6 +30,15 @@ def test_eval_batches_pad_with_zero_weight_so_every_example_counts_once():
     assert sorted(bx.ravel()[w.ravel() == 1]) == list(range(10))
 
 
+def test_an_epoch_of_more_steps_than_one_pass_takes_several_shuffled_passes():
+    x = np.arange(10)
+    bx, _, _ = loop.epoch_batches([x, x], 5, steps=5, seed=0, epoch=0)
+    assert bx.shape == (5, 5)
+    assert sorted(bx[:2].ravel()) == list(range(10)) and sorted(bx[2:4].ravel()) == list(range(10))
+    full, _, _ = loop.epoch_batches([x, x], 10, steps=3, seed=0, epoch=0)
+    assert full.shape == (3, 10)
+
+
 def two_replicas():
     return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
 
@@ -38,7 +47,7 @@ def two_replicas():
 def test_each_global_step_sees_exactly_its_global_batch(make_strategy):
     strategy = make_strategy()
     x = np.arange(24)
-    batched = loop.batches([x, x], 8, seed=3)
+    batched = loop.batches([x, x], 8, shuffle_key=(3, 0, 0))
     seen = []
     for per_replica in iter(loop.distribute(strategy, batched)):
         parts = strategy.experimental_local_results(per_replica[0])
@@ -49,7 +58,7 @@ def test_each_global_step_sees_exactly_its_global_batch(make_strategy):
 def test_resuming_mid_epoch_starts_at_the_right_batch():
     strategy = tf.distribute.get_strategy()
     x = np.arange(24)
-    batched = loop.batches([x, x], 4, seed=0)
+    batched = loop.batches([x, x], 4, shuffle_key=(0, 0, 0))
     rest = [b[0].numpy() for b in loop.distribute(strategy, batched, start_step=4)]
     np.testing.assert_array_equal(np.stack(rest), batched[0][4:])
 

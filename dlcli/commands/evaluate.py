@@ -40,7 +40,8 @@ def evaluate_command(
     strategy = tf.distribute.get_strategy()
     loss_fn, metrics = loop.loss_and_metrics(module, config)
     _, eval_steps = loop.step_functions(strategy, model, loss_fn, metrics, config.batch_size)
-    results = loop.evaluate(strategy, eval_steps, metrics, splits.test, config.batch_size, splits.preprocess)
+    # model.keras takes raw inputs (any tf.data preprocessing is folded into it): no preprocess here.
+    results = loop.evaluate(strategy, eval_steps, metrics, splits.test, config.batch_size or len(splits.test[0]))
 
     report = {
         "test": results,
