@@ -35,7 +35,11 @@ class TrainConfig:
     lr_schedule: typing.Literal["constant", "cosine"] = "constant"
     validation_split: float = 0.1  # the tail of the training split held out each epoch
     seed: int = 0
+    deterministic: bool = False  # TensorFlow op determinism: identical metrics run to run
     steps_per_execution: int = 0  # steps per tf.function call; 0 picks one per epoch size
+    checkpoint_every: int = 0  # also checkpoint every N steps (0: at epoch ends only)
+    precision: typing.Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
+    jit: bool = False  # XLA-compile each training step
 
     def validate(self):
         """Raises DlcliError on values no recipe can train with."""
@@ -44,7 +48,7 @@ class TrainConfig:
             if not value > 0 and not (key == "batch_size" and value == 0):
                 full = " (or 0 for the whole training split)" if key == "batch_size" else ""
                 raise DlcliError(f"{key} must be positive{full}. Received: {key}={value}")
-        for key in ("steps_per_epoch", "steps_per_execution"):
+        for key in ("steps_per_epoch", "steps_per_execution", "checkpoint_every"):
             if getattr(self, key) < 0:
                 raise DlcliError(f"{key} must be >= 0 (0 = automatic). Received: {key}={getattr(self, key)}")
         if not 0 <= self.validation_split < 1:

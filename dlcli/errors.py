@@ -3,7 +3,8 @@
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
 EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT (128 + 2)
+EXIT_INTERRUPTED = 130  # Ctrl-C, checkpoint saved: the shell's convention for SIGINT (128 + 2)
+EXIT_PREEMPTED = 143  # SIGTERM (preemption), checkpoint saved: 128 + 15
 
 
 class DlcliError(Exception):

@@ -9,14 +9,16 @@ summed across replicas equal the single-device ones.
 
 import math
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 from dlcli import rundir
-from dlcli.errors import DlcliError
+from dlcli.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, DlcliError
 from dlcli.lazy import keras, tf
 
 
@@ -80,7 +82,7 @@ def distribute(strategy, batched, preprocess=None, start_step=0):
 # ## Steps
 
 
-def step_functions(strategy, model, loss_fn, metrics, global_batch, optimizer=None):
+def step_functions(strategy, model, loss_fn, metrics, global_batch, optimizer=None, jit=False):
     """tf.functions that run `steps` train or eval steps on a distributed iterator."""
 
     def train_step(x, y, w):
@@ -90,7 +92,9 @@ def step_functions(strategy, model, loss_fn, metrics, global_batch, optimizer=No
             loss = tf.nn.compute_average_loss(per_example, sample_weight=w, global_batch_size=global_batch)
             if model.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
-        grads = tape.gradient(loss, model.trainable_variables)
+            # Under mixed_float16 the optimizer is a LossScaleOptimizer: scale up, it scales back.
+            scaled = optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         update(y, pred, per_example, w)
 
@@ -102,6 +106,9 @@ def step_functions(strategy, model, loss_fn, metrics, global_batch, optimizer=No
         metrics[0].update_state(per_example, sample_weight=w)
         for metric in metrics[1:]:
             metric.update_state(y, pred, sample_weight=w)
+
+    if jit:  # XLA compiles each replica's step; the loop around it stays a plain tf.function
+        train_step, eval_step = (tf.function(f, jit_compile=True) for f in (train_step, eval_step))
 
     @tf.function
     def train_steps(iterator, steps):
@@ -143,20 +150,87 @@ def make_optimizer(recipe, config, total_steps):
     else:
         learning_rate = config.learning_rate
     if hasattr(recipe, "optimizer"):
-        return recipe.optimizer(config, learning_rate)
-    return keras.optimizers.Adam(learning_rate)
+        optimizer = recipe.optimizer(config, learning_rate)
+    else:
+        optimizer = keras.optimizers.Adam(learning_rate)
+    if config.precision == "mixed_float16":  # float16 gradients underflow without loss scaling
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+# ## Stopping cleanly: SIGTERM (preemption) and Ctrl-C save a checkpoint first
+
+
+class Interrupted(DlcliError):
+    """Training stopped by a signal after saving a checkpoint; `--resume` continues it."""
+
+    def __init__(self, message, signum):
+        super().__init__(message)
+        self.exit_code = EXIT_PREEMPTED if signum == signal.SIGTERM else EXIT_INTERRUPTED
+
+
+class StopSignals:
+    """Records SIGTERM/SIGINT instead of dying mid-step; a second Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.received = None
+        self.previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.received == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __exit__(self, *exc):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def stop_check(strategy, signals):
+    """A function telling whether any worker got a stop signal. Multi-worker runs agree on it
+    with one tiny all-reduce, so every worker stops and saves at the same step."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return lambda: signals.received is not None
+
+    @tf.function
+    def any_worker(flag):
+        return strategy.reduce("SUM", strategy.run(lambda: flag), axis=None)
+
+    return lambda: int(any_worker(tf.constant(int(signals.received is not None)))) > 0
 
 
 # ## Training
 
 
+def all_layers(layer):
+    """A layer and every layer inside it (models, Bidirectional wrappers)."""
+    yield layer
+    for inner in [*getattr(layer, "layers", []), getattr(layer, "forward_layer", None), getattr(layer, "backward_layer", None)]:
+        if inner is not None:
+            yield from all_layers(inner)
+
+
+def is_recurrent(layer):
+    return isinstance(layer, (keras.layers.LSTM, keras.layers.GRU))
+
+
 def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, report=None):
     """Trains `recipe` on `splits` under `strategy`; writes the run's artifacts into `run_dir`.
 
-    Returns the final metrics (also written to metrics.json). `report(event, **facts)` is
-    called as training goes, for the CLI to show progress.
+    Returns (final metrics, model); the metrics are also written to metrics.json.
+    `report(event, **facts)` is called as training goes, for the CLI to show progress.
+    Checkpoints (model, optimizer, dropout RNG state, partial-epoch metrics and the position
+    in the data) are saved at every epoch end, every `config.checkpoint_every` steps, and on
+    SIGTERM/SIGINT, so `resume=True` continues exactly where the run stopped.
     """
     report = report or (lambda event, **facts: None)
+    run_dir = Path(run_dir)
     replicas = strategy.num_replicas_in_sync
     n_train = len(splits.train[0])
     global_batch = config.batch_size or n_train - n_train % replicas
@@ -177,76 +251,121 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
         optimizer = make_optimizer(recipe, config, total_steps=config.epochs * steps_per_epoch)
         optimizer.build(model.trainable_variables)
         loss_fn, metrics = loss_and_metrics(recipe, config)
-    epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
-    train_steps, eval_steps = step_functions(strategy, model, loss_fn, metrics, global_batch, optimizer)
+    jit = config.jit
+    if jit and tf.config.list_logical_devices("GPU") and any(is_recurrent(layer) for layer in all_layers(model)):
+        report("notice", message="XLA (--jit) cannot compile the fused cuDNN LSTM/GRU kernel; this model trains without XLA.")
+        jit = False
+    epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)  # epochs completed
+    step_var = tf.Variable(0, dtype=tf.int64, trainable=False)  # steps completed in the current epoch
+    train_steps, eval_steps = step_functions(strategy, model, loss_fn, metrics, global_batch, optimizer, jit)
 
-    # Only the chief writes the real checkpoint; other workers must save too (the save is a
-    # collective under multi-worker), so they write to a scratch folder they delete.
-    checkpoint_dir = Path(run_dir) / "checkpoints" if chief else Path(tempfile.mkdtemp(prefix="dlcli-worker-"))
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
-    manager = tf.train.CheckpointManager(checkpoint, str(checkpoint_dir), max_to_keep=3)
+    # Only the chief writes the real checkpoint; the others save too (under multi-worker every
+    # worker takes part in a save) but into a scratch folder they delete.
+    checkpoint_dir = run_dir / "checkpoints"
+    if chief:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    save_dir = checkpoint_dir if chief else Path(tempfile.mkdtemp(prefix="dlcli-worker-"))
+    checkpoint = tf.train.Checkpoint(
+        model=model, optimizer=optimizer, epoch=epoch_var, step=step_var,
+        # Keras keeps the dropout RNG state and metric totals out of the model's checkpoint.
+        model_state=list(model.non_trainable_variables),
+        metric_state=[v for m in metrics for v in m.variables],
+    )
+    manager = tf.train.CheckpointManager(checkpoint, str(save_dir), max_to_keep=3)
     history = []
-    if resume and manager.latest_checkpoint:
+    latest = tf.train.latest_checkpoint(str(checkpoint_dir)) if resume else None
+    if latest:
         try:
-            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+            checkpoint.restore(latest).assert_existing_objects_matched()
         except (AssertionError, ValueError, tf.errors.OpError) as e:
-            raise DlcliError(f"checkpoint {manager.latest_checkpoint} does not fit this model and config ({str(e).splitlines()[0][:160]}).") from None
-        history = rundir.read_history(Path(run_dir) / "history.csv")[: int(epoch_var.numpy())]
-        report("resume", epoch=int(epoch_var.numpy()), step=int(optimizer.iterations.numpy()))
+            raise DlcliError(
+                f"checkpoint {latest} does not fit this model and config ({str(e).strip().splitlines()[0][:160]})."
+            ) from None
+        history = rundir.read_history(run_dir / "history.csv")[: int(epoch_var.numpy())]
+        report("resume", epoch=int(epoch_var.numpy()), step=int(step_var.numpy()), steps=steps_per_epoch)
+
+    def save(number):
+        manager.save(checkpoint_number=number)
 
     started = time.perf_counter()
     train_seconds = sum(row.get("seconds", 0) for row in history)
-    for epoch in range(int(epoch_var.numpy()), config.epochs):
-        batched = epoch_batches(splits.train, global_batch, steps_per_epoch, config.seed, epoch)
-        iterator = iter(distribute(strategy, batched, splits.preprocess))
-        epoch_start = time.perf_counter()
-        report("epoch_start", epoch=epoch + 1, epochs=config.epochs, steps=steps_per_epoch)
-        done = 0
-        while done < steps_per_epoch:
-            n = min(per_call, steps_per_epoch - done)
-            train_steps(iterator, tf.constant(n))
-            done += n
-            report("steps", done=done, logs={m.name: float(m.result()) for m in metrics})
-        seconds = time.perf_counter() - epoch_start
-        train_seconds += seconds
-        row = {"epoch": epoch + 1, **results(metrics)}
-        if not math.isfinite(row["loss"]):
-            raise DlcliError(
-                f"the loss became {row['loss']} in epoch {epoch + 1}; lower --learning-rate. "
-                f"The last good checkpoint is in {checkpoint_dir}."
+    with StopSignals() as signals:
+        stop_requested = stop_check(strategy, signals)
+        for epoch in range(int(epoch_var.numpy()), config.epochs):
+            done = int(step_var.numpy())
+            batched = epoch_batches(splits.train, global_batch, steps_per_epoch, config.seed, epoch)
+            iterator = iter(distribute(strategy, batched, splits.preprocess, start_step=done))
+            epoch_start = time.perf_counter()
+            report("epoch_start", epoch=epoch + 1, epochs=config.epochs, steps=steps_per_epoch, done=done)
+            while done < steps_per_epoch:
+                n = min(per_call, steps_per_epoch - done)
+                if config.checkpoint_every:  # stop each call at the next checkpoint boundary
+                    n = min(n, config.checkpoint_every - (epoch * steps_per_epoch + done) % config.checkpoint_every)
+                train_steps(iterator, tf.constant(n))
+                done += n
+                logs = {m.name: float(m.result()) for m in metrics}
+                if not math.isfinite(logs["loss"]):
+                    last = tf.train.latest_checkpoint(str(checkpoint_dir)) or "none yet"
+                    raise DlcliError(
+                        f"the loss became {logs['loss']} in epoch {epoch + 1}, steps {done - n + 1}-{done}; "
+                        f"lower --learning-rate. Last good checkpoint: {last}."
+                    )
+                report("steps", done=done, logs=logs)
+                global_step = epoch * steps_per_epoch + done
+                stop = stop_requested()
+                if done < steps_per_epoch and (stop or (config.checkpoint_every and global_step % config.checkpoint_every == 0)):
+                    step_var.assign(done)
+                    save(global_step)
+                if stop and done < steps_per_epoch:
+                    name = signal.Signals(signals.received or signal.SIGTERM).name
+                    raise Interrupted(
+                        f"stopped by {name} in epoch {epoch + 1} at step {done}/{steps_per_epoch}; checkpoint saved. "
+                        f"Continue with: dlcli train {recipe.__name__.split('.')[-1]} -o {run_dir} --resume",
+                        signals.received or signal.SIGTERM,
+                    )
+            seconds = time.perf_counter() - epoch_start
+            train_seconds += seconds
+            row = {"epoch": epoch + 1, **results(metrics)}
+            if len(splits.val[0]):
+                val = evaluate(strategy, eval_steps, metrics, splits.val, global_batch, splits.preprocess)
+                row.update({f"val_{k}": v for k, v in val.items()})
+            row.update(
+                learning_rate=float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
+                seconds=round(seconds, 3),
+                examples_per_sec=round(steps_per_epoch * global_batch / seconds, 1),
             )
-        if len(splits.val[0]):
-            val = evaluate(strategy, eval_steps, metrics, splits.val, global_batch, splits.preprocess)
-            row.update({f"val_{k}": v for k, v in val.items()})
-        row.update(
-            learning_rate=float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
-            seconds=round(seconds, 3),
-            examples_per_sec=round(steps_per_epoch * global_batch / seconds, 1),
-        )
-        history.append(row)
-        epoch_var.assign(epoch + 1)
-        manager.save(checkpoint_number=epoch + 1)
-        if chief:
-            rundir.write_history(Path(run_dir) / "history.csv", history)
-        report("epoch_end", row=row)
+            history.append(row)
+            epoch_var.assign(epoch + 1)
+            step_var.assign(0)
+            if chief:
+                rundir.write_history(run_dir / "history.csv", history)
+            save((epoch + 1) * steps_per_epoch)
+            report("epoch_end", row=row)
+            if stop_requested() and epoch + 1 < config.epochs:
+                raise Interrupted(
+                    f"stopped by {signal.Signals(signals.received or signal.SIGTERM).name} after epoch {epoch + 1}; "
+                    f"checkpoint saved. Continue with: dlcli train {recipe.__name__.split('.')[-1]} -o {run_dir} --resume",
+                    signals.received or signal.SIGTERM,
+                )
 
-    test = evaluate(strategy, eval_steps, metrics, splits.test, global_batch, splits.preprocess)
-    trained_steps = len(history) * steps_per_epoch
-    final = {
-        "test": test,
-        "test_examples": len(splits.test[0]),
-        "epochs": config.epochs,
-        "wall_seconds": round(time.perf_counter() - started, 3),
-        "train_seconds": round(train_seconds, 3),
-        "examples_per_sec": round(trained_steps * global_batch / train_seconds, 1) if train_seconds else None,
-    }
-    if chief:
-        if hasattr(recipe, "after_training"):
-            final["report"] = recipe.after_training(config, splits, model, Path(run_dir))
-        # The saved model takes raw inputs: recipes that preprocess in tf.data fold that in.
-        saved = recipe.inference_model(model, splits) if hasattr(recipe, "inference_model") else model
-        rundir.save_model(saved, Path(run_dir) / "model.keras")
-        rundir.write_json(Path(run_dir) / "metrics.json", final)
-    else:
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        # A signal from here on changes nothing: the run is complete once its artifacts are saved.
+        test = evaluate(strategy, eval_steps, metrics, splits.test, global_batch, splits.preprocess)
+        trained_steps = len(history) * steps_per_epoch
+        final = {
+            "test": test,
+            "test_examples": len(splits.test[0]),
+            "epochs": config.epochs,
+            "wall_seconds": round(time.perf_counter() - started, 3),
+            "train_seconds": round(train_seconds, 3),
+            "examples_per_sec": round(trained_steps * global_batch / train_seconds, 1) if train_seconds else None,
+        }
+        if chief:
+            if hasattr(recipe, "after_training"):
+                final["report"] = recipe.after_training(config, splits, model, run_dir)
+            # The saved model takes raw inputs: recipes that preprocess in tf.data fold that in.
+            saved = recipe.inference_model(model, splits) if hasattr(recipe, "inference_model") else model
+            rundir.save_model(saved, run_dir / "model.keras")
+            rundir.write_json(run_dir / "metrics.json", final)
+        else:
+            shutil.rmtree(save_dir, ignore_errors=True)
     return final, model

@@ -103,6 +103,24 @@ def default_run_dir(recipe):
     return path
 
 
+def resolve_run_dir(output, recipe):
+    """--output, else Vertex AI's AIP_MODEL_DIR, else runs/RECIPE-TIMESTAMP.
+
+    Vertex AI gives gs:// locations and mounts Cloud Storage at /gcs/ (Cloud Storage FUSE),
+    so gs://bucket/path is written as /gcs/bucket/path.
+    """
+    if output is not None:
+        return Path(output)
+    vertex = os.environ.get("AIP_MODEL_DIR")
+    if vertex:
+        if vertex.startswith("gs://"):
+            if not Path("/gcs").is_dir():
+                raise DlcliError(f"AIP_MODEL_DIR={vertex} needs the Cloud Storage FUSE mount at /gcs; pass --output instead.")
+            return Path("/gcs") / vertex[len("gs://") :]
+        return Path(vertex)
+    return default_run_dir(recipe)
+
+
 def check_output(path, *, overwrite, resume):
     """Refuses to train into a non-empty folder unless asked to resume or overwrite it."""
     path = Path(path)

@@ -90,27 +90,25 @@ def make_strategy(name, tpu=None):
 
 
 def _tpu_strategy(tpu):
-    target = tpu or os.environ.get("TPU_NAME") or "local"
+    target = tpu or os.environ.get("TPU_NAME") or "local"  # "local": the TPU VM this runs on
     try:
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu="" if target == "local" else target)
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=target)
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
-    except (ValueError, RuntimeError, tf.errors.OpError) as e:
+    except Exception as e:  # ValueError, URLError, NotFoundError...: all mean "no TPU here"
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise DlcliError(f"no TPU found for --tpu {target} ({first}). Run on a Cloud TPU VM, or pick another --strategy.") from None
     return tf.distribute.TPUStrategy(resolver)
 
 
-def is_chief(strategy):
-    """Whether this process writes the run's artifacts (always, outside multi-worker training)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or isinstance(strategy, tf.distribute.TPUStrategy):
+def is_chief():
+    """Whether this process writes the run's artifacts: yes, unless TF_CONFIG makes it a worker
+    other than the chief (the 'chief' task, or worker 0 when the cluster has no chief)."""
+    spec = tf_config()
+    if not spec:
         return True
-    jobs = resolver.cluster_spec().as_dict()
-    if not jobs:
-        return True
-    task_type, task_id = resolver.task_type, resolver.task_id
-    return task_type == "chief" or (task_type == "worker" and task_id == 0 and "chief" not in jobs)
+    task = spec["task"]
+    return task["type"] == "chief" or (task["type"] == "worker" and task["index"] == 0 and "chief" not in spec["cluster"])
 
 
 def describe(strategy, name):

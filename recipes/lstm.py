@@ -23,6 +23,7 @@ import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -42,7 +43,7 @@ MODERNISES = [
     ("Dense(1, activation='sigmoid') + binary_crossentropy", "the same, the output kept in float32"),
     ("model.save('imdb.h5') without the tokenizer", "model.keras with TextVectorization: it reads raw strings"),
 ]
-QUICK = {"dataset": "synthetic", "epochs": 2, "units": 16, "embedding_dim": 16, "sequence_length": 32}
+QUICK = {"dataset": "synthetic", "epochs": 2, "units": 16, "embedding_dim": 16, "sequence_length": 32, "learning_rate": 5e-3}
 REVIEW_PATH = re.compile(r"(?:^|/)(train|test)/(pos|neg)/[^/]+\.txt$")
 
 
@@ -52,8 +53,9 @@ class Config(TrainConfig):
     epochs: int = 3
     batch_size: int = 64
     learning_rate: float = 1e-3
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
     vocab_size: int = 20000
-    sequence_length: int = 200
+    sequence_length: int = 400  # words kept per review: 200 cuts the ending of a third of them
     embedding_dim: int = 128
     units: int = 128
     dropout: float = 0.2

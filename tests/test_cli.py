@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -153,3 +154,22 @@ def test_bad_input_as_a_subprocess_prints_one_line_and_exits_2(dlcli_subprocess)
         "error: unknown recipe 'cnm'. Did you mean 'cnn'? Available: " + ", ".join(registry.recipe_names()) + "."
     )
     assert result.stdout == ""
+
+
+def test_bad_data_files_for_each_recipe_are_one_line_errors(tmp_path):
+    from tests.helpers import write_image_folder, write_png
+
+    table = tmp_path / "table.csv"
+    table.write_text("rooms,name,price\n3,villa,100\n4,flat,120\n")
+    assert_one_line_error(invoke("train", "regression", "--data", table, "--set", "target=cost"), "has no column 'cost'")
+    assert_one_line_error(invoke("train", "regression", "--data", table, "--set", "target=price"), "column 'name' holds 'villa', not a number")
+    series = tmp_path / "series.csv"
+    series.write_text("t,v\n" + "\n".join(f"{i},{i}" for i in range(20)))
+    assert_one_line_error(invoke("train", "forecast", "--data", series, "--set", "column=v"), "too short for window=48")
+    reviews = tmp_path / "reviews"
+    (reviews / "train" / "pos").mkdir(parents=True)
+    (reviews / "train" / "pos" / "1_9.txt").write_text("good")
+    assert_one_line_error(invoke("train", "lstm", "--data", reviews), "not an aclImdb dataset", "train/neg")
+    images = write_image_folder(tmp_path / "images")
+    write_png(images / "dog" / "wide.png", np.zeros((12, 30, 3)))
+    assert_one_line_error(invoke("train", "cnn", "--data", images), "wide.png is 30x12", "resize")

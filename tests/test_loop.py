@@ -121,6 +121,6 @@ def test_resume_continues_from_the_last_epoch(tmp_path):
     events = []
     config = cnn.Config(arch="tf1", epochs=3, batch_size=16, dropout=0.0, learning_rate=3e-3)
     loop.fit(cnn, config, tiny_splits(), strategy, tmp_path, resume=True, report=lambda e, **f: events.append((e, f)))
-    assert ("resume", {"epoch": 2, "step": 2 * 9}) in events
+    assert ("resume", {"epoch": 2, "step": 0, "steps": 9}) in events
     epochs = [int(line.split(",")[0]) for line in (tmp_path / "history.csv").read_text().splitlines()[1:]]
     assert epochs == [1, 2, 3]

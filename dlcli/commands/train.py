@@ -28,6 +28,12 @@ def train_command(
         int | None, typer.Option(help="Split the CPU into N logical devices, to try mirrored training without GPUs.")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed for initialisation and shuffling.")] = None,
+    deterministic: Annotated[
+        bool | None, typer.Option("--deterministic", help="TensorFlow op determinism: identical metrics run to run.")
+    ] = None,
+    precision: Annotated[str | None, typer.Option(help="float32, mixed_float16 (GPU) or mixed_bfloat16 (TPU, recent CPUs).")] = None,
+    jit: Annotated[bool | None, typer.Option("--jit/--no-jit", help="XLA-compile each training step.")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(help="Also checkpoint every N steps (epoch ends always).")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Run folder [default: runs/RECIPE-TIMESTAMP].")] = None,
     config_file: Annotated[Path | None, typer.Option("--config", help="TOML file of config overrides.")] = None,
     sets: Annotated[list[str] | None, typer.Option("--set", help="Config override key=value (repeatable).")] = None,
@@ -41,6 +47,7 @@ def train_command(
     flags = {
         "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
         "dataset": dataset, "data": data_path, "data_dir": data_dir, "seed": seed,
+        "deterministic": deterministic, "precision": precision, "jit": jit, "checkpoint_every": checkpoint_every,
     }
     if cpu_devices is not None and cpu_devices < 1:
         raise DlcliError(f"--cpu-devices must be a positive integer. Received: {cpu_devices}")
@@ -50,8 +57,10 @@ def train_command(
         raise DlcliError("--resume needs --output RUN_DIR: the run to continue.")
     if resume and overwrite:
         raise DlcliError("--resume and --overwrite contradict each other; pick one.")
-    run_dir = output or rundir.default_run_dir(recipe)
-    rundir.check_output(run_dir, overwrite=overwrite, resume=resume)
+    run_dir = rundir.resolve_run_dir(output, recipe)
+    chief = strategy_lib.is_chief()  # only the chief touches the run folder
+    if chief:
+        rundir.check_output(run_dir, overwrite=overwrite, resume=resume)
     base = {}
     if resume:
         saved = rundir.read_json(run_dir / "config.json")
@@ -67,11 +76,14 @@ def train_command(
 
     # Everything above is checked without TensorFlow; now pay for the import.
     from dlcli import loop
+    from dlcli.lazy import keras, tf
 
     strategy_lib.split_cpu(cpu_devices)
     dist, strategy_name = strategy_lib.make_strategy(strategy, tpu)
     facts = strategy_lib.describe(dist, strategy_name)
-    chief = strategy_lib.is_chief(dist)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.mixed_precision.set_global_policy(config.precision)
     splits = module.load_data(config)
 
     replicas = facts["replicas"]
@@ -102,6 +114,8 @@ def train_command(
         final, _ = loop.fit(module, config, splits, dist, run_dir, chief=chief, resume=resume, report=report)
 
     out.print(f"[bold]test[/bold] {ui.metrics_line(final['test'])}  ({final['test_examples']} examples)")
+    for key, value in final.get("report", {}).items():
+        out.print(f"  {key}: {ui.fmt(value) if not isinstance(value, dict) else ui.metrics_line(value)}")
     out.print(
         f"trained in {final['train_seconds']:.1f} s ({final['examples_per_sec']} examples/s); "
         f"wall time {final['wall_seconds']:.1f} s"
@@ -135,12 +149,20 @@ class Reporter:
             self.progress.stop()
 
     def __call__(self, event, **facts):
-        if event == "resume":
-            self.console.print(f"resuming after epoch {facts['epoch']} (optimizer step {facts['step']})")
+        if event == "notice":
+            self.console.print(f"notice: {facts['message']}")
+        elif event == "resume":
+            if facts["step"]:
+                where = f"in epoch {facts['epoch'] + 1} at step {facts['step']}/{facts['steps']}"
+            else:
+                where = f"after epoch {facts['epoch']}"
+            self.console.print(f"resuming {where}")
         elif event == "epoch_start" and self.progress is not None:
             if self.task is not None:
                 self.progress.remove_task(self.task)
-            self.task = self.progress.add_task(f"epoch {facts['epoch']}/{facts['epochs']}", total=facts["steps"], logs="")
+            self.task = self.progress.add_task(
+                f"epoch {facts['epoch']}/{facts['epochs']}", total=facts["steps"], completed=facts["done"], logs=""
+            )
         elif event == "steps" and self.progress is not None:
             self.progress.update(self.task, completed=facts["done"], logs=ui.metrics_line(facts["logs"]))
         elif event == "epoch_end":

@@ -1,0 +1,74 @@
+"""The lstm recipe: aclImdb readers (folder and tarball), learning, a model that reads strings."""
+
+import io
+import tarfile
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dlcli import config as config_lib
+from dlcli import loop, registry
+from dlcli.errors import DlcliError
+
+lstm = registry.load("lstm")
+
+REVIEWS = {
+    "train/pos/0_9.txt": b"A wonderful film.<br />Loved it.",
+    "train/pos/1_8.txt": b"Great acting and a moving story.",
+    "train/neg/0_2.txt": b"Boring and dull.",
+    "train/neg/1_1.txt": "Awful, na\u00efve script.".encode("latin-1"),  # not UTF-8
+    "test/pos/0_10.txt": b"Superb.",
+    "test/neg/0_3.txt": b"Tedious.",
+    "train/unsup/0_0.txt": b"unlabelled, ignored",
+}
+
+
+def write_folder(root):
+    for name, content in REVIEWS.items():
+        path = root / "aclImdb" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    return root
+
+
+def write_tarball(path):
+    with tarfile.open(path, "w:gz") as tar:
+        for name, content in REVIEWS.items():
+            info = tarfile.TarInfo(f"aclImdb/{name}")
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    return path
+
+
+@pytest.mark.parametrize("layout", ["folder", "tarball"])
+def test_aclimdb_is_read_from_a_folder_or_a_tarball(tmp_path, layout):
+    path = write_folder(tmp_path) if layout == "folder" else write_tarball(tmp_path / "aclImdb_v1.tar.gz")
+    (train_x, train_y), (test_x, test_y) = lstm.read_aclimdb(path)[0]
+    assert len(train_x) == 4 and list(train_y[:, 0]) == [1, 1, 0, 0]
+    assert len(test_x) == 2 and "unlabelled" not in " ".join(train_x)
+    assert "1 files not UTF-8" in lstm.read_aclimdb(path)[1]
+
+
+def test_aclimdb_without_pos_and_neg_is_refused(tmp_path):
+    (tmp_path / "train" / "pos").mkdir(parents=True)
+    (tmp_path / "train" / "pos" / "0_9.txt").write_text("good")
+    with pytest.raises(DlcliError, match="is not an aclImdb dataset: no reviews in train/neg, test/pos, test/neg"):
+        lstm.read_aclimdb(tmp_path)
+
+
+def test_a_corrupt_tarball_is_refused(tmp_path):
+    path = tmp_path / "broken.tar.gz"
+    path.write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(DlcliError, match="cannot read .*broken.tar.gz as a tar archive"):
+        lstm.read_aclimdb(path)
+
+
+def test_lstm_learns_the_synthetic_corpus_and_saves_a_model_that_reads_text(tmp_path):
+    config = config_lib.resolve(lstm.Config, "lstm", toml_values={**lstm.QUICK, "epochs": 3})
+    final, _ = loop.fit(lstm, config, lstm.load_data(config), tf.distribute.get_strategy(), tmp_path)
+    assert final["test"]["accuracy"] >= 0.9
+    model = keras.saving.load_model(tmp_path / "model.keras")
+    scores = model.predict(tf.constant(["great wonderful superb film", "awful boring dull film"]), verbose=0)
+    assert scores[0, 0] > 0.5 > scores[1, 0]

@@ -1,0 +1,109 @@
+"""Strategy resolution: TF_CONFIG checks, what `auto` picks, the chief, and the TPU path."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from dlcli import strategy
+from dlcli.cli import app
+from dlcli.errors import DlcliError
+
+runner = CliRunner()
+TWO_WORKERS = {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}}
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ("{not json", "TF_CONFIG is not valid JSON"),
+        (json.dumps({"task": {"type": "worker", "index": 0}}), "TF_CONFIG must be"),
+        (json.dumps({**TWO_WORKERS, "task": {"type": "worker", "index": 2}}), "task index 2 is out of range: job 'worker' has 2 task(s)"),
+        (json.dumps({**TWO_WORKERS, "task": {"type": "ps", "index": 0}}), "task type 'ps' is not a job of the cluster"),
+        (json.dumps({"cluster": {"evaluator": ["h:1"]}, "task": {"type": "evaluator", "index": 0}}), "neither a 'chief' nor a 'worker'"),
+    ],
+)
+def test_a_wrong_tf_config_is_one_clear_line(monkeypatch, raw, message):
+    monkeypatch.setenv("TF_CONFIG", raw)
+    with pytest.raises(DlcliError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        strategy.tf_config()
+    result = runner.invoke(app, ["train", "cnn", "--dataset", "digits"])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and message.split(":")[0] in result.stderr
+
+
+def test_auto_picks_multi_worker_when_tf_config_names_several_workers(monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", json.dumps(TWO_WORKERS))
+    assert strategy.auto_choice(tpu=None) == "multi-worker"
+
+
+def test_auto_picks_tpu_when_one_is_configured(monkeypatch):
+    assert strategy.auto_choice(tpu="my-tpu") == "tpu"
+    monkeypatch.setenv("TPU_NAME", "my-tpu")
+    assert strategy.auto_choice(tpu=None) == "tpu"
+
+
+def test_auto_on_cpus(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.delenv("TPU_NAME", raising=False)
+    assert strategy.auto_choice(tpu=None) == "mirrored"  # the test process has two logical CPUs
+
+
+@pytest.mark.parametrize(
+    "spec, chief",
+    [
+        (None, True),
+        (TWO_WORKERS, True),
+        ({**TWO_WORKERS, "task": {"type": "worker", "index": 1}}, False),
+        ({"cluster": {"chief": ["h:0"], "worker": ["h:1"]}, "task": {"type": "worker", "index": 0}}, False),
+        ({"cluster": {"chief": ["h:0"], "worker": ["h:1"]}, "task": {"type": "chief", "index": 0}}, True),
+    ],
+)
+def test_only_the_chief_writes(monkeypatch, spec, chief):
+    if spec is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", json.dumps(spec))
+    assert strategy.is_chief() is chief
+
+
+def test_a_tpu_name_goes_to_the_tpu_cluster_resolver(monkeypatch):
+    import tensorflow as tf
+
+    seen = {}
+
+    class FakeResolver:
+        def __init__(self, tpu):
+            seen["tpu"] = tpu
+
+    monkeypatch.setattr(tf.distribute.cluster_resolver, "TPUClusterResolver", FakeResolver)
+    monkeypatch.setattr(tf.config, "experimental_connect_to_cluster", lambda resolver: seen.setdefault("connected", resolver))
+    monkeypatch.setattr(tf.tpu.experimental, "initialize_tpu_system", lambda resolver: seen.setdefault("initialised", resolver))
+    monkeypatch.setattr(tf.distribute, "TPUStrategy", lambda resolver: ("TPUStrategy", resolver))
+    built, name = strategy.make_strategy("tpu", tpu="my-tpu")
+    assert name == "tpu" and built[0] == "TPUStrategy" and seen["tpu"] == "my-tpu"
+    assert seen["connected"] is seen["initialised"] is built[1]
+
+
+def test_tpu_on_a_machine_without_one_is_one_clear_line(tmp_path):
+    result = runner.invoke(app, ["train", "cnn", "--dataset", "digits", "--strategy", "tpu", "-o", tmp_path / "run"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: no TPU found for --tpu local") and result.stderr.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_multi_worker_without_tf_config_is_refused(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    result = runner.invoke(app, ["train", "cnn", "--dataset", "digits", "--strategy", "multi-worker"])
+    assert result.exit_code == 2 and "needs TF_CONFIG" in result.stderr
+
+
+def test_vertex_ai_model_dir_is_the_default_run_folder(monkeypatch, tmp_path):
+    from dlcli import rundir
+
+    monkeypatch.setenv("AIP_MODEL_DIR", str(tmp_path / "model"))
+    assert rundir.resolve_run_dir(None, "cnn") == tmp_path / "model"
+    assert rundir.resolve_run_dir(tmp_path / "mine", "cnn") == tmp_path / "mine"
+    monkeypatch.setenv("AIP_MODEL_DIR", "gs://bucket/model")
+    if not __import__("pathlib").Path("/gcs").is_dir():
+        with pytest.raises(DlcliError, match="needs the Cloud Storage FUSE mount at /gcs"):
+            rundir.resolve_run_dir(None, "cnn")
