@@ -220,11 +220,13 @@ def is_recurrent(layer):
     return isinstance(layer, (keras.layers.LSTM, keras.layers.GRU))
 
 
-def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, report=None):
+def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, overwrite=False, run_info=None, report=None):
     """Trains `recipe` on `splits` under `strategy`; writes the run's artifacts into `run_dir`.
 
     Returns (final metrics, model); the metrics are also written to metrics.json.
     `report(event, **facts)` is called as training goes, for the CLI to show progress.
+    Nothing in `run_dir` changes until the model is built and any checkpoint restored: only
+    then does `overwrite` clear a previous run and `run_info` become config.json.
     Checkpoints (model, optimizer, dropout RNG state, partial-epoch metrics and the position
     in the data) are saved at every epoch end, every `config.checkpoint_every` steps, and on
     SIGTERM/SIGINT, so `resume=True` continues exactly where the run stopped.
@@ -262,8 +264,6 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
     # Only the chief writes the real checkpoint; the others save too (under multi-worker every
     # worker takes part in a save) but into a scratch folder they delete.
     checkpoint_dir = run_dir / "checkpoints"
-    if chief:
-        run_dir.mkdir(parents=True, exist_ok=True)
     save_dir = checkpoint_dir if chief else Path(tempfile.mkdtemp(prefix="dlcli-worker-"))
     checkpoint = tf.train.Checkpoint(
         model=model, optimizer=optimizer, epoch=epoch_var, step=step_var,
@@ -271,7 +271,6 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
         model_state=list(model.non_trainable_variables),
         metric_state=[v for m in metrics for v in m.variables],
     )
-    manager = tf.train.CheckpointManager(checkpoint, str(save_dir), max_to_keep=3)
     history = []
     latest = tf.train.latest_checkpoint(str(checkpoint_dir)) if resume else None
     if latest:
@@ -283,6 +282,13 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
             ) from None
         history = rundir.read_history(run_dir / "history.csv")[: int(epoch_var.numpy())]
         report("resume", epoch=int(epoch_var.numpy()), step=int(step_var.numpy()), steps=steps_per_epoch)
+    if chief:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            rundir.clear_run(run_dir)
+        if run_info is not None:
+            rundir.write_json(run_dir / "config.json", run_info)
+    manager = tf.train.CheckpointManager(checkpoint, str(save_dir), max_to_keep=3)
 
     def save(number):
         manager.save(checkpoint_number=number)

@@ -71,3 +71,30 @@ def test_resume_and_overwrite_through_the_cli(tmp_path):
     assert [r["epoch"] for r in csv.DictReader((run_dir / "history.csv").open())] == ["1", "2", "3"]
     run_json("train", "cnn", "--epochs", 1, "--overwrite", *quick)
     assert [r["epoch"] for r in csv.DictReader((run_dir / "history.csv").open())] == ["1"]
+
+
+@pytest.mark.parametrize("flags", [["--precision", "mixed_bfloat16"], ["--precision", "mixed_float16"], ["--jit"]])
+def test_mixed_precision_and_xla_train_and_keep_float32_outputs(tmp_path, flags):
+    final = run_json("train", "cnn", "--dataset", "digits", "--epochs", 2, "--strategy", "default", *flags, "-o", tmp_path / "run", "--json")
+    assert final["test"]["accuracy"] > 0.5
+    import keras
+
+    model = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    assert model.outputs[0].dtype == "float32"
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def test_a_failed_resume_or_overwrite_leaves_the_run_as_it_was(tmp_path):
+    run_dir = tmp_path / "run"
+    quick = ["--dataset", "digits", "--strategy", "default", "-o", run_dir]
+    run_json("train", "cnn", "--epochs", 1, *quick, "--json")
+    snapshot = {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    failures = [
+        (["--epochs", "2", "--set", "arch=tf1", "--resume"], "does not fit this model and config"),
+        (["--epochs", "2", "--batch-size", "4096", "--overwrite"], "larger than the 1294 training examples"),
+    ]
+    for extra, message in failures:
+        result = runner.invoke(app, ["train", "cnn", *extra, *map(str, quick)])
+        assert result.exit_code == 2, result.output
+        assert message in result.stderr and result.stderr.count("\n") == 1
+        assert {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == snapshot

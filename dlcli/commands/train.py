@@ -95,23 +95,22 @@ def train_command(
         f"strategy {strategy_name} ({facts['class']}), {replicas} replica(s); global batch {config.batch_size}, "
         f"{config.batch_size // replicas if config.batch_size % replicas == 0 else config.batch_size / replicas} per replica"
     )
-    if chief:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if overwrite:
-            rundir.clear_run(run_dir)
-        rundir.write_json(run_dir / "config.json", {
-            "recipe": recipe,
-            "config": dataclasses.asdict(config),
-            "data_source": splits.source,
-            "strategy": facts,
-            "versions": rundir.versions(),
-            "command": ["dlcli", *sys.argv[1:]],
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        })
+    run_info = {
+        "recipe": recipe,
+        "config": dataclasses.asdict(config),
+        "data_source": splits.source,
+        "strategy": facts,
+        "versions": rundir.versions(),
+        "command": ["dlcli", *sys.argv[1:]],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     out.print(f"run folder {run_dir}")
 
     with Reporter(out) as report:
-        final, _ = loop.fit(module, config, splits, dist, run_dir, chief=chief, resume=resume, report=report)
+        final, _ = loop.fit(
+            module, config, splits, dist, run_dir,
+            chief=chief, resume=resume, overwrite=overwrite, run_info=run_info, report=report,
+        )
 
     out.print(f"[bold]test[/bold] {ui.metrics_line(final['test'])}  ({final['test_examples']} examples)")
     for key, value in final.get("report", {}).items():
