@@ -246,6 +246,7 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
         )
     steps_per_epoch = config.steps_per_epoch or n_train // global_batch
     per_call = config.steps_per_execution or max(1, min(steps_per_epoch // 10, 100))
+    report("start", replicas=replicas, global_batch=global_batch, steps_per_epoch=steps_per_epoch)
 
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
@@ -290,8 +291,13 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
             rundir.write_json(run_dir / "config.json", run_info)
     manager = tf.train.CheckpointManager(checkpoint, str(save_dir), max_to_keep=3)
 
-    def save(number):
-        manager.save(checkpoint_number=number)
+    def interrupted(signum, where):
+        name = recipe.__name__.split(".")[-1]
+        return Interrupted(
+            f"stopped by {signal.Signals(signum).name} {where}; checkpoint saved. "
+            f"Continue with: dlcli train {name} -o {run_dir} --resume",
+            signum,
+        )
 
     started = time.perf_counter()
     train_seconds = sum(row.get("seconds", 0) for row in history)
@@ -321,14 +327,10 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
                 stop = stop_requested()
                 if done < steps_per_epoch and (stop or (config.checkpoint_every and global_step % config.checkpoint_every == 0)):
                     step_var.assign(done)
-                    save(global_step)
+                    manager.save(checkpoint_number=global_step)
                 if stop and done < steps_per_epoch:
-                    name = signal.Signals(signals.received or signal.SIGTERM).name
-                    raise Interrupted(
-                        f"stopped by {name} in epoch {epoch + 1} at step {done}/{steps_per_epoch}; checkpoint saved. "
-                        f"Continue with: dlcli train {recipe.__name__.split('.')[-1]} -o {run_dir} --resume",
-                        signals.received or signal.SIGTERM,
-                    )
+                    # Another worker's signal stops this one too: it exits as if preempted.
+                    raise interrupted(signals.received or signal.SIGTERM, f"in epoch {epoch + 1} at step {done}/{steps_per_epoch}")
             seconds = time.perf_counter() - epoch_start
             train_seconds += seconds
             row = {"epoch": epoch + 1, **results(metrics)}
@@ -345,14 +347,10 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
             step_var.assign(0)
             if chief:
                 rundir.write_history(run_dir / "history.csv", history)
-            save((epoch + 1) * steps_per_epoch)
+            manager.save(checkpoint_number=(epoch + 1) * steps_per_epoch)
             report("epoch_end", row=row)
             if stop_requested() and epoch + 1 < config.epochs:
-                raise Interrupted(
-                    f"stopped by {signal.Signals(signals.received or signal.SIGTERM).name} after epoch {epoch + 1}; "
-                    f"checkpoint saved. Continue with: dlcli train {recipe.__name__.split('.')[-1]} -o {run_dir} --resume",
-                    signals.received or signal.SIGTERM,
-                )
+                raise interrupted(signals.received or signal.SIGTERM, f"after epoch {epoch + 1}")
 
         # A signal from here on changes nothing: the run is complete once its artifacts are saved.
         test = evaluate(strategy, eval_steps, metrics, splits.test, global_batch, splits.preprocess)

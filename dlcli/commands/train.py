@@ -86,15 +86,11 @@ def train_command(
     keras.mixed_precision.set_global_policy(config.precision)
     splits = module.load_data(config)
 
-    replicas = facts["replicas"]
     out.print(
         f"[bold]{recipe}[/bold] on {splits.source}: {len(splits.train[0])} train / {len(splits.val[0])} val / "
         f"{len(splits.test[0])} test examples"
     )
-    out.print(
-        f"strategy {strategy_name} ({facts['class']}), {replicas} replica(s); global batch {config.batch_size}, "
-        f"{config.batch_size // replicas if config.batch_size % replicas == 0 else config.batch_size / replicas} per replica"
-    )
+    out.print(f"strategy {strategy_name} ({facts['class']}), {facts['replicas']} replica(s)")
     run_info = {
         "recipe": recipe,
         "config": dataclasses.asdict(config),
@@ -148,7 +144,12 @@ class Reporter:
             self.progress.stop()
 
     def __call__(self, event, **facts):
-        if event == "notice":
+        if event == "start":
+            self.console.print(
+                f"global batch {facts['global_batch']}, {facts['global_batch'] // facts['replicas']} per replica; "
+                f"{facts['steps_per_epoch']} steps per epoch"
+            )
+        elif event == "notice":
             self.console.print(f"notice: {facts['message']}")
         elif event == "resume":
             if facts["step"]:
