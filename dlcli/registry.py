@@ -11,6 +11,8 @@ what is specific to it:
 - `load_data(config) -> dlcli.data.Splits`, `build_model(config, splits) -> keras.Model`,
   `loss(config)` (a per-example Keras loss) and `metrics(config)` (Keras metrics);
 - `QUICK`: config overrides for a fast offline run (the tests train every recipe with it);
+- `read_inputs(info, inputs) -> (batch, names)` and `describe(info, outputs, names, context)
+  -> rows`, for `dlcli predict` (info is the run's config.json);
 - optionally `optimizer(config, learning_rate)` when Adam is not the right default;
   `after_training(config, splits, model, run_dir) -> dict` for baselines and pictures (merged
   into metrics.json as "report"); `inference_model(model, splits)` when the data pipeline
@@ -29,7 +31,10 @@ import recipes
 
 from dlcli.errors import DlcliError
 
-REQUIRED = ("Config", "DATASETS", "MODERNISES", "QUICK", "load_data", "build_model", "loss", "metrics")
+REQUIRED = (
+    "Config", "DATASETS", "MODERNISES", "QUICK", "load_data", "build_model", "loss", "metrics",
+    "read_inputs", "describe",
+)
 
 
 def recipe_names():

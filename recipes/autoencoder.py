@@ -16,11 +16,12 @@ Reproduce: dlcli train autoencoder --data ../shared/data/mnist
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from dlcli import data, rundir
+from dlcli import data, predict, rundir
 from dlcli.config import TrainConfig
 from dlcli.lazy import keras, tf
 
@@ -114,3 +115,21 @@ def write_grid(originals, reconstructions, path):
     rows = [np.concatenate(list(images), axis=1) for images in (originals, recon)]
     grid = np.concatenate(rows, axis=0)
     rundir.atomic_write(path, tf.io.encode_png(grid).numpy())
+
+
+# ## Predict: image files in, reconstructions written out
+
+read_inputs = predict.read_images
+
+
+def describe(info, outputs, names, context):
+    out_dir = context["out_dir"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    images = context["batch"]
+    rows = []
+    for name, image, reconstruction in zip(names, images, outputs):
+        path = out_dir / f"{Path(name).stem}.reconstruction.png"
+        write_grid(image[None], reconstruction[None], path)
+        mse = float(np.mean((reconstruction - image.reshape(-1) / 255) ** 2))
+        rows.append({"input": name, "reconstruction": str(path), "mse": round(mse, 5)})
+    return rows

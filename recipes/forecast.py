@@ -23,14 +23,14 @@ from typing import Literal
 
 import numpy as np
 
-from dlcli import data
+from dlcli import data, predict
 from dlcli.config import TrainConfig
 from dlcli.errors import DlcliError
 from dlcli.lazy import keras
 
 DATASETS = {"synthetic": "a seasonal series (period 24) with AR(1) noise (generated, offline)"}
 MODERNISES = [
-    ("MinMaxScaler().fit(whole_series)", "mean/std of the training part only"),
+    ("MinMaxScaler().fit(whole_series)", "Normalization layer with the training part's mean/std, inverted at the output"),
     ("for i in range(60, len(data)): X.append(data[i-60:i])", "keras.utils.timeseries_dataset_from_array"),
     ("train_test_split(X, y, shuffle=True)", "a chronological split: train, validation, then test"),
     ("Sequential([LSTM(50, return_sequences=True), Dropout(0.2), ...])", "the same stack, cuDNN-compatible"),
@@ -74,9 +74,9 @@ def load_data(config):
             f"(need at least {config.window + 10} training values); lower --set window=N or use a longer series."
         )
     mean, std = series[:train_end].mean(), series[:train_end].std() + 1e-12
-    scaled = ((series - mean) / std).astype(np.float32)
+    values = series.astype(np.float32)
     windows = keras.utils.timeseries_dataset_from_array(
-        scaled[:-1], targets=scaled[config.window :], sequence_length=config.window, batch_size=len(scaled)
+        values[:-1], targets=values[config.window :], sequence_length=config.window, batch_size=len(values)
     )
     x, y = (np.asarray(a) for a in next(iter(windows)))
     target_index = np.arange(len(y)) + config.window  # where in the series each target sits
@@ -113,17 +113,20 @@ def read_series(config):
     return values[:, 0], f"{config.data} column {config.column} ({len(values)} values, {dropped} missing dropped)"
 
 
-# ## Build the model: three stacked LSTMs
+# ## Build the model: three stacked LSTMs between the training part's normalisation and its inverse
 
 
 def build_model(config, splits):
+    mean, std = splits.info["mean"], splits.info["std"]
     inputs = keras.Input(shape=splits.input_shape)
-    x = inputs
+    x = keras.layers.Normalization(mean=mean, variance=std**2)(inputs)
     for i in range(3):
         # Dropout between layers, not inside the LSTM, keeps the fused cuDNN kernel usable on GPU.
         x = keras.layers.LSTM(config.units, return_sequences=i < 2)(x)
         x = keras.layers.Dropout(config.dropout)(x)
-    outputs = keras.layers.Dense(1, dtype="float32", name="next_value")(x)
+    x = keras.layers.Dense(1, dtype="float32")(x)
+    # Back to the series' units, so the saved model reads and predicts raw values.
+    outputs = keras.layers.Rescaling(std, offset=mean, dtype="float32", name="next_value")(x)
     return keras.Model(inputs, outputs, name="stacked_lstm")
 
 
@@ -139,9 +142,9 @@ def metrics(config):
 
 
 def after_training(config, splits, model, run_dir):
-    series, start, std, mean = splits.info["series"], splits.info["test_start"], splits.info["std"], splits.info["mean"]
+    series, start = splits.info["series"], splits.info["test_start"]
     truth = series[start:]
-    predicted = model.predict(splits.test[0], verbose=0)[:, 0] * std + mean
+    predicted = model.predict(splits.test[0], verbose=0)[:, 0]
     naive = series[start - 1 : -1]
     seasonal = series[start - config.season : len(series) - config.season]
     maes = {
@@ -151,3 +154,22 @@ def after_training(config, splits, model, run_dir):
     }
     best = min(maes["naive_mae"], maes["seasonal_naive_mae"])
     return {**maes, "improvement_over_best_naive": 1 - maes["test_mae"] / best}
+
+
+# ## Predict: a CSV series in (its last `window` values are used), the next value out
+
+
+def read_inputs(info, inputs):
+    config = info["config"]
+    windows = []
+    for path in inputs:
+        column = config["column"] or data.read_csv(path)[0][-1]  # default: the last column
+        series = predict.csv_rows(path, [column])[:, 0]
+        if len(series) < config["window"]:
+            raise DlcliError(f"{path} holds {len(series)} values; the model reads the last {config['window']}.")
+        windows.append(series[-config["window"] :, None])
+    return np.stack(windows), list(inputs)
+
+
+def describe(info, outputs, names, context):
+    return [{"input": name, "next_value": round(float(value), 4)} for name, value in zip(names, outputs[:, 0])]

@@ -191,3 +191,18 @@ def loss(config):
 
 def metrics(config):
     return [keras.metrics.BinaryAccuracy(name="accuracy")]
+
+
+# ## Predict: review texts (or text files) in, the probability of "positive" out
+
+
+def read_inputs(info, inputs):
+    texts = [Path(x).read_text(encoding="utf-8", errors="replace") if Path(x).is_file() else x for x in inputs]
+    return np.array(texts, object), [x if len(x) <= 40 else x[:37] + "..." for x in inputs]
+
+
+def describe(info, outputs, names, context):
+    return [
+        {"input": name, "sentiment": "positive" if p >= 0.5 else "negative", "probability_positive": round(float(p), 4)}
+        for name, p in zip(names, outputs[:, 0])
+    ]

@@ -24,7 +24,7 @@ from typing import Literal
 
 import numpy as np
 
-from dlcli import data
+from dlcli import data, predict
 from dlcli.config import TrainConfig
 from dlcli.errors import DlcliError
 from dlcli.lazy import keras
@@ -187,3 +187,18 @@ def after_training(config, splits, model, run_dir):
         # The intercept sits far outside the data (features are not centred), so its error is larger.
         report["bias_error_vs_truth"] = float(abs(raw_bias - truth["bias"]))
     return report
+
+
+# ## Predict: CSV files with the feature columns in, one prediction per row out
+
+
+def read_inputs(info, inputs):
+    features = info["data"]["feature_names"]
+    tables = [predict.csv_rows(path, features) for path in inputs]
+    names = [f"{path}:{row + 2}" for path, table in zip(inputs, tables) for row in range(len(table))]
+    return np.concatenate(tables), names
+
+
+def describe(info, outputs, names, context):
+    target = info["config"].get("target") or ("mpg" if "Auto MPG" in info.get("data_source", "") else "y")
+    return [{"input": name, target: round(float(value), 4)} for name, value in zip(names, outputs[:, 0])]

@@ -12,7 +12,7 @@ Reproduce: dlcli train softmax --data ../shared/data/mnist
 from dataclasses import dataclass
 from typing import Literal
 
-from dlcli import data
+from dlcli import data, predict
 from dlcli.config import TrainConfig
 from dlcli.lazy import keras
 
@@ -62,3 +62,8 @@ def loss(config):
 
 def metrics(config):
     return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+
+
+# ## Predict: image files in (any size, grey or colour), classes out
+read_inputs = predict.read_images
+describe = predict.classify

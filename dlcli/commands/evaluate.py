@@ -8,7 +8,6 @@ import typer
 
 from dlcli import config as config_lib
 from dlcli import data, registry, rundir, ui
-from dlcli.errors import DlcliError
 
 
 def evaluate_command(
@@ -17,6 +16,7 @@ def evaluate_command(
     data_path: Annotated[str | None, typer.Option("--data", help="Evaluate on the test split of local data instead.")] = None,
     data_dir: Annotated[str | None, typer.Option(help="tensorflow-datasets data dir with prepared data.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Evaluation batch size.")] = None,
+    unsafe: Annotated[bool, typer.Option(help="Load models that contain code (Lambda layers). Only for files you trust.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON on stdout.")] = False,
 ):
     """Evaluate a trained run's model on the test split; writes RUN_DIR/evaluation.json."""
@@ -29,14 +29,11 @@ def evaluate_command(
     config = config_lib.resolve(module.Config, saved["recipe"], toml_values=saved.get("config", {}), flags=flags)
     data.check_dataset(config, module.DATASETS, saved["recipe"])
 
-    from dlcli import loop
-    from dlcli.lazy import keras, tf
+    from dlcli import loop, predict
+    from dlcli.lazy import tf
 
+    model = predict.load_keras(run_dir / "model.keras", unsafe)
     splits = module.load_data(config)
-    try:
-        model = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
-    except Exception as e:  # a corrupt zip, a missing layer class, a refused Lambda: all one message
-        raise DlcliError(f"cannot load {run_dir / 'model.keras'}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
     strategy = tf.distribute.get_strategy()
     loss_fn, metrics = loop.loss_and_metrics(module, config)
     _, eval_steps = loop.step_functions(strategy, model, loss_fn, metrics, config.batch_size)

@@ -95,6 +95,12 @@ def train_command(
         "recipe": recipe,
         "config": dataclasses.asdict(config),
         "data_source": splits.source,
+        # What `dlcli predict` needs to read raw inputs and name the outputs.
+        "data": {
+            "input_shape": list(splits.input_shape),
+            "class_names": splits.class_names,
+            "feature_names": splits.info.get("feature_names"),
+        },
         "strategy": facts,
         "versions": rundir.versions(),
         "command": ["dlcli", *sys.argv[1:]],

@@ -1,0 +1,59 @@
+"""`dlcli export RUN_DIR --format keras|savedmodel|tflite`: ship a trained model."""
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from dlcli import predict, rundir, ui
+from dlcli.errors import DlcliError
+
+DEFAULT_NAMES = {"keras": "model.keras", "savedmodel": "savedmodel", "tflite": "model.tflite"}
+
+
+def export_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `dlcli train`.")],
+    format: Annotated[Literal["keras", "savedmodel", "tflite"], typer.Option(help="keras, savedmodel (TF Serving) or tflite.")] = "savedmodel",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write [default: RUN_DIR/export/...].")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing export.")] = False,
+    unsafe: Annotated[bool, typer.Option(help="Load models that contain code (Lambda layers). Only for files you trust.")] = False,
+):
+    """Export a run's model as .keras, a SavedModel (serving signature on raw inputs) or TFLite."""
+    rundir.check_run_dir(run_dir)
+    info = rundir.read_json(run_dir / "config.json")
+    target = Path(output) if output else run_dir / "export" / DEFAULT_NAMES[format]
+    if target.exists() and not overwrite:
+        raise DlcliError(f"{target} already exists; pass --overwrite to replace it or choose another --output.")
+    model = predict.load_keras(run_dir / "model.keras", unsafe)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".export-") as scratch:
+        staged = Path(scratch) / target.name
+        if format == "keras":
+            shutil.copyfile(run_dir / "model.keras", staged)
+        else:
+            savedmodel = Path(scratch) / "savedmodel"
+            model.export(str(savedmodel), format="tf_saved_model", verbose=False)
+            if format == "savedmodel":
+                savedmodel.rename(staged)
+            else:
+                staged.write_bytes(to_tflite(savedmodel))
+        rundir.write_json(predict.sidecar(staged), info)
+        # Replace the old export only once the new one is complete.
+        if target.is_dir():
+            shutil.rmtree(target)
+        staged.rename(target)
+        if format != "savedmodel":
+            predict.sidecar(staged).replace(predict.sidecar(target))
+    ui.console.print(f"exported {format} to {target}")
+
+
+def to_tflite(savedmodel):
+    from dlcli.lazy import tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(savedmodel))
+    # Text models keep TensorFlow's string ops and LSTMs their TensorList ops: allow TF ops.
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+    converter._experimental_lower_tensor_list_ops = False
+    return converter.convert()

@@ -1,0 +1,148 @@
+"""Using a trained model: find a run or an exported artifact, load it, read inputs, describe outputs.
+
+A run folder holds config.json and model.keras. `dlcli export` writes its artifacts with a copy
+of config.json (inside a SavedModel folder as dlcli.json, beside a file as FILE.json), so an
+exported model can be used without the run folder.
+"""
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from dlcli import rundir
+from dlcli.errors import DlcliError
+from dlcli.lazy import keras, tf
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
+
+
+def sidecar(artifact):
+    """Where `dlcli export` keeps the run's config for an artifact."""
+    artifact = Path(artifact)
+    return artifact / "dlcli.json" if artifact.is_dir() else artifact.with_name(artifact.name + ".json")
+
+
+def locate(path):
+    """(run info, kind, artifact path) for a run folder, a .keras/.tflite file or a SavedModel folder."""
+    path = Path(path)
+    if path.is_dir() and (path / "config.json").is_file() and (path / "model.keras").is_file():
+        return rundir.read_json(path / "config.json"), "keras", path / "model.keras"
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        kind = "savedmodel"
+    elif path.is_file() and path.suffix in (".keras", ".tflite"):
+        kind = path.suffix[1:]
+    elif not path.exists():
+        raise DlcliError(f"not found: {path}")
+    else:
+        raise DlcliError(f"{path} is neither a run folder, a .keras or .tflite file, nor a SavedModel folder.")
+    candidates = [sidecar(path), *(parent / "config.json" for parent in path.parents)]
+    for candidate in candidates:
+        if candidate.is_file():
+            return rundir.read_json(candidate), kind, path
+    raise DlcliError(f"{path} has no dlcli.json beside it: export it with `dlcli export RUN_DIR`.")
+
+
+def load_keras(path, unsafe=False):
+    """Loads a .keras model with Keras safe_mode on (no arbitrary code) unless `unsafe`."""
+    try:
+        return keras.saving.load_model(path, safe_mode=not unsafe)
+    except ValueError as e:
+        if "safe_mode" in str(e) or "arbitrary code" in str(e):
+            raise DlcliError(
+                f"{path} holds code (a Lambda layer) that Keras' safe mode will not run; "
+                "pass --unsafe only if you trust where the file came from."
+            ) from None
+        raise DlcliError(f"cannot load {path}: {str(e).strip().splitlines()[0][:200]}") from None
+    except Exception as e:  # a truncated zip, a missing layer class...
+        raise DlcliError(f"cannot load {path}: {type(e).__name__}: {str(e).strip().splitlines()[0][:200]}") from None
+
+
+def predictor(kind, path, unsafe=False):
+    """A function from a batch of raw inputs (numpy) to the model's outputs (numpy)."""
+    if kind == "keras":
+        model = load_keras(path, unsafe)
+        return lambda x: np.asarray(model.predict(x, verbose=0))
+    if kind == "savedmodel":
+        loaded = tf.saved_model.load(str(path))
+        spec = loaded.serve.input_signature[0]
+        return lambda x: loaded.serve(tf.constant(x, dtype=spec.dtype)).numpy()
+    with warnings.catch_warnings():  # tf.lite.Interpreter announces its move to LiteRT on every use
+        warnings.simplefilter("ignore")
+        interpreter = tf.lite.Interpreter(model_path=str(path))
+
+    def run(x):
+        source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+        interpreter.resize_tensor_input(source["index"], [len(x), *np.shape(x)[1:]])
+        text = source["dtype"] in (np.bytes_, np.object_)
+        try:
+            interpreter.allocate_tensors()
+            interpreter.set_tensor(source["index"], np.asarray(x, dtype=object if text else source["dtype"]))
+            interpreter.invoke()
+        except RuntimeError as e:
+            if "Flex" not in str(e):
+                raise
+            raise DlcliError(
+                f"{path} uses TensorFlow ops (Flex delegate) that this TFLite interpreter lacks; "
+                "predict with the SavedModel export, or where the Select TF ops runtime is linked."
+            ) from None
+        return interpreter.get_tensor(target["index"]).copy()
+
+    return run
+
+
+# ## Images in, classes out: what the image recipes share
+
+
+def read_images(info, inputs):
+    """(batch, names): the image files `inputs` as a uint8 batch shaped like the model's input.
+
+    Colour pictures for a grey model are converted to grey (and grey to colour), other sizes
+    are resized: anything readable as an image works. Files that are not images are refused.
+    """
+    height, width, channels = info["data"]["input_shape"]
+    images = []
+    for name in inputs:
+        path = Path(name)
+        if not path.is_file():
+            raise DlcliError(f"input image not found: {path}")
+        try:
+            image = tf.io.decode_image(tf.io.read_file(str(path)), expand_animations=False)
+        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
+            raise DlcliError(f"{path} is not an image this model can read ({', '.join(sorted(IMAGE_SUFFIXES))}).") from None
+        if image.shape[-1] in (2, 4):  # drop the alpha channel
+            image = image[..., : image.shape[-1] - 1]
+        if image.shape[-1] == 3 and channels == 1:
+            image = tf.image.rgb_to_grayscale(image)
+        elif image.shape[-1] == 1 and channels == 3:
+            image = tf.image.grayscale_to_rgb(image)
+        if tuple(image.shape[:2]) != (height, width):
+            image = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(image, (height, width))), 0, 255), tf.uint8)
+        images.append(image.numpy())
+    return np.stack(images), list(inputs)
+
+
+def classify(info, outputs, names, context):
+    """One row per input: the top class, its probability, and the top-k classes."""
+    classes = info["data"]["class_names"] or [str(i) for i in range(outputs.shape[-1])]
+    probabilities = tf.nn.softmax(outputs.astype(np.float32), axis=-1).numpy()
+    rows = []
+    for name, p in zip(names, probabilities):
+        order = np.argsort(-p)[: context["top_k"]]
+        rows.append({
+            "input": str(name),
+            "class": classes[order[0]],
+            "probability": round(float(p[order[0]]), 4),
+            "top_k": [{"class": classes[i], "probability": round(float(p[i]), 4)} for i in order],
+        })
+    return rows
+
+
+def csv_rows(path, columns):
+    """The named columns of a CSV file as float32 rows, for models that read tables."""
+    from dlcli import data
+
+    values, dropped = data.csv_columns(path, columns)
+    if dropped:
+        raise DlcliError(f"{path}: {dropped} row(s) have missing values; predictions need complete rows.")
+    return values.astype(np.float32)
