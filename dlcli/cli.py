@@ -11,7 +11,7 @@ import typer
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
-from dlcli.commands import data_cmd, evaluate, export, launch, list_recipes, predict, show, train
+from dlcli.commands import data_cmd, evaluate, export, launch, list_recipes, plot, predict, show, train
 from dlcli.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, DlcliError
 
 # TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notes) buries the output of a CLI;
@@ -69,6 +69,7 @@ app.command("train")(train.train_command)
 app.command("evaluate")(evaluate.evaluate_command)
 app.command("predict")(predict.predict_command)
 app.command("export")(export.export_command)
+app.command("plot")(plot.plot_command)
 app.command("launch")(launch.launch_command)
 app.add_typer(data_cmd.app, name="data")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlcli import rundir
+from dlcli import plots, rundir
 from dlcli.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, DlcliError
 from dlcli.lazy import keras, tf
 
@@ -290,6 +290,13 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
         if run_info is not None:
             rundir.write_json(run_dir / "config.json", run_info)
     manager = tf.train.CheckpointManager(checkpoint, str(save_dir), max_to_keep=3)
+    board = tf.summary.create_file_writer(str(rundir.logs_dir(run_dir))) if chief else None
+
+    def scalars(prefix, values, step):
+        if board is not None:
+            with board.as_default(step=step):
+                for name, value in values.items():
+                    tf.summary.scalar(f"{prefix}/{name}", value)
 
     def interrupted(signum, where):
         name = recipe.__name__.split(".")[-1]
@@ -324,6 +331,7 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
                     )
                 report("steps", done=done, logs=logs)
                 global_step = epoch * steps_per_epoch + done
+                scalars("train_steps", logs, global_step)
                 stop = stop_requested()
                 if done < steps_per_epoch and (stop or (config.checkpoint_every and global_step % config.checkpoint_every == 0)):
                     step_var.assign(done)
@@ -343,6 +351,9 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
                 examples_per_sec=round(steps_per_epoch * global_batch / seconds, 1),
             )
             history.append(row)
+            scalars("epoch", {k: v for k, v in row.items() if k != "epoch"}, epoch + 1)
+            if board is not None:
+                board.flush()
             epoch_var.assign(epoch + 1)
             step_var.assign(0)
             if chief:
@@ -368,8 +379,12 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
                 final["report"] = recipe.after_training(config, splits, model, run_dir)
             # The saved model takes raw inputs: recipes that preprocess in tf.data fold that in.
             saved = recipe.inference_model(model, splits) if hasattr(recipe, "inference_model") else model
+            pictures = plots.classifier_pictures(saved, splits, run_dir) if splits.num_classes else []
+            final["pictures"] = sorted(p.name for p in [*pictures, *plots.redraw(run_dir)])
             rundir.save_model(saved, run_dir / "model.keras")
             rundir.write_json(run_dir / "metrics.json", final)
+            if board is not None:
+                board.close()
         else:
             shutil.rmtree(save_dir, ignore_errors=True)
     return final, model

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from dlcli.errors import DlcliError
 
-RUN_FILES = ("config.json", "model.keras", "checkpoints", "history.csv", "metrics.json")
+RUN_FILES = ("config.json", "model.keras", "checkpoints", "history.csv", "metrics.json", "logs")
+PICTURES = ("curves.png", "confusion_matrix.png", "confusion_matrix.csv", "samples.png", "forecast.png", "forecast.csv", "reconstructions.png")
 
 
 def _umask():
@@ -103,6 +104,21 @@ def default_run_dir(recipe):
     return path
 
 
+def local_path(location, variable):
+    """A path for a location from the environment: gs://bucket/x is /gcs/bucket/x (Cloud Storage FUSE)."""
+    if location.startswith("gs://"):
+        if not Path("/gcs").is_dir():
+            raise DlcliError(f"{variable}={location} needs the Cloud Storage FUSE mount at /gcs; pass --output instead.")
+        return Path("/gcs") / location[len("gs://") :]
+    return Path(location)
+
+
+def logs_dir(run_dir):
+    """Where TensorBoard events go: Vertex AI's AIP_TENSORBOARD_LOG_DIR if set, else RUN_DIR/logs."""
+    location = os.environ.get("AIP_TENSORBOARD_LOG_DIR")
+    return local_path(location, "AIP_TENSORBOARD_LOG_DIR") if location else Path(run_dir) / "logs"
+
+
 def resolve_run_dir(output, recipe):
     """--output, else Vertex AI's AIP_MODEL_DIR, else runs/RECIPE-TIMESTAMP.
 
@@ -112,13 +128,7 @@ def resolve_run_dir(output, recipe):
     if output is not None:
         return Path(output)
     vertex = os.environ.get("AIP_MODEL_DIR")
-    if vertex:
-        if vertex.startswith("gs://"):
-            if not Path("/gcs").is_dir():
-                raise DlcliError(f"AIP_MODEL_DIR={vertex} needs the Cloud Storage FUSE mount at /gcs; pass --output instead.")
-            return Path("/gcs") / vertex[len("gs://") :]
-        return Path(vertex)
-    return default_run_dir(recipe)
+    return local_path(vertex, "AIP_MODEL_DIR") if vertex else default_run_dir(recipe)
 
 
 def check_output(path, *, overwrite, resume):
@@ -140,7 +150,7 @@ def check_output(path, *, overwrite, resume):
 def clear_run(path):
     """Removes a previous run's artifacts (for --overwrite), once the new run is ready to start."""
     path = Path(path)
-    for name in RUN_FILES:
+    for name in (*RUN_FILES, *PICTURES, "evaluation.json"):
         target = path / name
         if target.is_dir():
             shutil.rmtree(target)

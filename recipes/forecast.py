@@ -23,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 
-from dlcli import data, predict
+from dlcli import data, predict, rundir
 from dlcli.config import TrainConfig
 from dlcli.errors import DlcliError
 from dlcli.lazy import keras
@@ -152,6 +152,8 @@ def after_training(config, splits, model, run_dir):
         "naive_mae": float(np.abs(naive - truth).mean()),
         "seasonal_naive_mae": float(np.abs(seasonal - truth).mean()),
     }
+    table = "truth,forecast\n" + "".join(f"{t:.6g},{p:.6g}\n" for t, p in zip(truth, predicted))
+    rundir.atomic_write(run_dir / "forecast.csv", table)  # drawn as forecast.png
     best = min(maes["naive_mae"], maes["seasonal_naive_mae"])
     return {**maes, "improvement_over_best_naive": 1 - maes["test_mae"] / best}
 

@@ -98,3 +98,30 @@ def test_a_failed_resume_or_overwrite_leaves_the_run_as_it_was(tmp_path):
         assert result.exit_code == 2, result.output
         assert message in result.stderr and result.stderr.count("\n") == 1
         assert {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == snapshot
+
+
+def test_the_run_has_pictures_and_tensorboard_events(digits_run):
+    import tensorflow as tf
+
+    run_dir, final = digits_run
+    for name in ("curves.png", "confusion_matrix.png", "samples.png"):
+        image = tf.io.decode_png((run_dir / name).read_bytes())
+        assert image.shape[0] > 100 and image.shape[1] > 100 and int(tf.reduce_max(image)) > 0, name
+    assert set(final["pictures"]) >= {"curves.png", "confusion_matrix.png", "samples.png"}
+    matrix = [line.split(",")[1:] for line in (run_dir / "confusion_matrix.csv").read_text().splitlines()[1:]]
+    assert sum(int(v) for row in matrix for v in row) == final["test_examples"]
+    (events,) = (run_dir / "logs").iterdir()
+    tags = set()
+    for record in tf.data.TFRecordDataset(str(events)):
+        event = tf.compat.v1.Event.FromString(record.numpy())
+        tags.update(value.tag for value in event.summary.value)
+    assert {"epoch/loss", "epoch/val_accuracy", "train_steps/loss"} <= tags
+
+
+def test_plot_redraws_the_pictures(digits_run, tmp_path):
+    run_dir, _ = digits_run
+    (run_dir / "curves.png").unlink()
+    result = runner.invoke(app, ["plot", str(run_dir)])
+    assert result.exit_code == 0 and (run_dir / "curves.png").is_file()
+    result = runner.invoke(app, ["plot", str(tmp_path)])
+    assert result.exit_code == 2 and "has no history.csv" in result.stderr

@@ -122,7 +122,11 @@ def train_command(
         f"wall time {final['wall_seconds']:.1f} s"
     )
     if chief:
-        out.print(f"saved {', '.join(rundir.RUN_FILES)} in {run_dir}")
+        out.print(f"run folder {run_dir}:")
+        for name in [*rundir.RUN_FILES, *final.get("pictures", []), *final.get("report", {}).get("pictures", [])]:
+            if (run_dir / name).exists():
+                out.print(f"  {run_dir / name}")
+        out.print(f"  TensorBoard: tensorboard --logdir {rundir.logs_dir(run_dir)}")
     if as_json:
         ui.print_json({"run_dir": str(run_dir), **final})
 
