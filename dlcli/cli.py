@@ -35,8 +35,10 @@ class DlcliGroup(TyperGroup):
         except DlcliError as e:
             code = _fail(_first_line(e), e.exit_code)
         except TyperException as e:  # usage errors: unknown option, bad value, missing argument
+            message = _first_line(e.format_message())
             command = f" (see: {e.ctx.command_path} --help)" if getattr(e, "ctx", None) else ""
-            code = _fail(_first_line(e.format_message()) + command, e.exit_code)
+            # No message: a bare `dlcli` or `dlcli data`, which has just printed its help.
+            code = _fail(message + command, e.exit_code) if message else e.exit_code
         except typer.Exit as e:
             code = e.exit_code
         except (typer.Abort, KeyboardInterrupt):
@@ -75,4 +77,4 @@ app.add_typer(data_cmd.app, name="data")
 
 
 def main():
-    app()
+    app(prog_name="dlcli")  # also as `python -m dlcli`, so usage lines and completion say dlcli

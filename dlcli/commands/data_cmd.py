@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from dlcli import data, registry, ui
+from dlcli import complete, data, registry, ui
 from dlcli.errors import DlcliError
 
 app = typer.Typer(help="See, fetch and inspect datasets.", no_args_is_help=True)
@@ -53,7 +53,7 @@ def list_command(
 
 @app.command("download")
 def download_command(
-    name: Annotated[str, typer.Argument(help="A dataset name from `dlcli data list`.")],
+    name: Annotated[str, typer.Argument(help="A dataset name from `dlcli data list`.", autocompletion=complete.datasets)],
     data_dir: Annotated[str | None, typer.Option(help="Where to prepare it [default: $TFDS_DATA_DIR or ~/tensorflow_datasets].")] = None,
 ):
     """Download and prepare a dataset now, for later offline training."""

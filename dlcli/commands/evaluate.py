@@ -7,12 +7,14 @@ from typing import Annotated
 import typer
 
 from dlcli import config as config_lib
-from dlcli import data, registry, rundir, ui
+from dlcli import complete, data, registry, rundir, ui
 
 
 def evaluate_command(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by `dlcli train`.")],
-    dataset: Annotated[str | None, typer.Option(help="Evaluate on this dataset's test split instead.")] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Evaluate on this dataset's test split instead.", autocompletion=complete.datasets)
+    ] = None,
     data_path: Annotated[str | None, typer.Option("--data", help="Evaluate on the test split of local data instead.")] = None,
     data_dir: Annotated[str | None, typer.Option(help="tensorflow-datasets data dir with prepared data.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Evaluation batch size.")] = None,

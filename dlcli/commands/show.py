@@ -7,12 +7,12 @@ import typer
 from rich.table import Table
 
 from dlcli import config as config_lib
-from dlcli import data, registry, ui
+from dlcli import complete, data, registry, ui
 from dlcli.config import TrainConfig
 
 
 def show_command(
-    recipe: Annotated[str, typer.Argument(help="Recipe name (see `dlcli list`).")],
+    recipe: Annotated[str, typer.Argument(help="Recipe name (see `dlcli list`).", autocompletion=complete.recipes)],
     model: Annotated[
         bool, typer.Option("--model", help="Also build the model and print its Keras summary (imports TensorFlow).")
     ] = False,

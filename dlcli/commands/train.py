@@ -10,16 +10,18 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from dlcli import config as config_lib
-from dlcli import data, registry, rundir, strategy as strategy_lib, ui
+from dlcli import complete, data, registry, rundir, strategy as strategy_lib, ui
 from dlcli.errors import DlcliError
 
 
 def train_command(
-    recipe: Annotated[str, typer.Argument(help="Recipe name (see `dlcli list`).")],
+    recipe: Annotated[str, typer.Argument(help="Recipe name (see `dlcli list`).", autocompletion=complete.recipes)],
     epochs: Annotated[int | None, typer.Option(help="Epochs to train.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Global batch size, split across replicas.")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
-    dataset: Annotated[str | None, typer.Option(help="Dataset name (see `dlcli show RECIPE`).")] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Dataset name (see `dlcli show RECIPE`).", autocompletion=complete.datasets)
+    ] = None,
     data_path: Annotated[str | None, typer.Option("--data", help="Local data: a file or folder (wins over --dataset).")] = None,
     data_dir: Annotated[str | None, typer.Option(help="tensorflow-datasets data dir with prepared data.")] = None,
     strategy: Annotated[str, typer.Option(help="auto, default, one-device, mirrored, multi-worker or tpu.")] = "auto",
