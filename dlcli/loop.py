@@ -375,13 +375,16 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
             "examples_per_sec": round(trained_steps * global_batch / train_seconds, 1) if train_seconds else None,
         }
         if chief:
-            if hasattr(recipe, "after_training"):
-                final["report"] = recipe.after_training(config, splits, model, run_dir)
             # The saved model takes raw inputs: recipes that preprocess in tf.data fold that in.
             saved = recipe.inference_model(model, splits) if hasattr(recipe, "inference_model") else model
-            pictures = plots.classifier_pictures(saved, splits, run_dir) if splits.num_classes else []
-            final["pictures"] = sorted(p.name for p in [*pictures, *plots.redraw(run_dir)])
             rundir.save_model(saved, run_dir / "model.keras")
+            # Baselines and pictures use a copy outside the strategy: under multi-worker the
+            # trained model's predict would wait on workers that have already finished.
+            local = keras.saving.load_model(run_dir / "model.keras")
+            if hasattr(recipe, "after_training"):
+                final["report"] = recipe.after_training(config, splits, local, run_dir)
+            pictures = plots.classifier_pictures(local, splits, run_dir) if splits.num_classes else []
+            final["pictures"] = sorted(p.name for p in [*pictures, *plots.redraw(run_dir)])
             rundir.write_json(run_dir / "metrics.json", final)
             if board is not None:
                 board.close()

@@ -15,7 +15,7 @@ what is specific to it:
   -> rows`, for `dlcli predict` (info is the run's config.json);
 - optionally `optimizer(config, learning_rate)` when Adam is not the right default;
   `after_training(config, splits, model, run_dir) -> dict` for baselines and pictures (merged
-  into metrics.json as "report"); `inference_model(model, splits)` when the data pipeline
+  into metrics.json as "report"; `model` is the saved, raw-input model); `inference_model(model, splits)` when the data pipeline
   preprocesses inputs (`splits.preprocess`), to save a model that takes raw inputs.
 
 Importing a recipe module must not import TensorFlow (use `dlcli.lazy`).
