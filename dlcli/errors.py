@@ -15,3 +15,13 @@ class DlcliError(Exception):
     """
 
     exit_code = EXIT_BAD_INPUT
+
+
+class WriteError(DlcliError):
+    """A run artifact or checkpoint could not be written (disk full, no permission).
+
+    The previous version of the file stays as it was; the exit code is 1, not 2: the input
+    was fine, the machine was not.
+    """
+
+    exit_code = EXIT_UNEXPECTED

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from dlcli import plots, rundir
-from dlcli.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, DlcliError
+from dlcli.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, DlcliError, WriteError
 from dlcli.lazy import keras, tf
 
 
@@ -290,6 +290,15 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
         if run_info is not None:
             rundir.write_json(run_dir / "config.json", run_info)
     manager = tf.train.CheckpointManager(checkpoint, str(save_dir), max_to_keep=3)
+
+    def save_checkpoint(number):
+        try:
+            manager.save(checkpoint_number=number)
+        except (OSError, tf.errors.OpError) as e:
+            last = tf.train.latest_checkpoint(str(save_dir)) or "none"
+            raise WriteError(
+                f"could not write checkpoint {number} in {save_dir} ({type(e).__name__}); the last good one is {last}."
+            ) from None
     board = tf.summary.create_file_writer(str(rundir.logs_dir(run_dir))) if chief else None
 
     def scalars(prefix, values, step):
@@ -335,7 +344,7 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
                 stop = stop_requested()
                 if done < steps_per_epoch and (stop or (config.checkpoint_every and global_step % config.checkpoint_every == 0)):
                     step_var.assign(done)
-                    manager.save(checkpoint_number=global_step)
+                    save_checkpoint(global_step)
                 if stop and done < steps_per_epoch:
                     # Another worker's signal stops this one too: it exits as if preempted.
                     raise interrupted(signals.received or signal.SIGTERM, f"in epoch {epoch + 1} at step {done}/{steps_per_epoch}")
@@ -358,7 +367,7 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
             step_var.assign(0)
             if chief:
                 rundir.write_history(run_dir / "history.csv", history)
-            manager.save(checkpoint_number=(epoch + 1) * steps_per_epoch)
+            save_checkpoint((epoch + 1) * steps_per_epoch)
             report("epoch_end", row=row)
             if stop_requested() and epoch + 1 < config.epochs:
                 raise interrupted(signals.received or signal.SIGTERM, f"after epoch {epoch + 1}")

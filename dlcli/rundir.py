@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dlcli.errors import DlcliError
+from dlcli.errors import DlcliError, WriteError
 
 RUN_FILES = ("config.json", "model.keras", "checkpoints", "history.csv", "metrics.json", "logs")
 PICTURES = ("curves.png", "confusion_matrix.png", "confusion_matrix.csv", "samples.png", "forecast.png", "forecast.csv", "reconstructions.png")
@@ -32,7 +32,10 @@ def atomic_write(path, content):
     """Writes `content` (str or bytes) to `path` through a temporary file and a rename: readers
     see the old file or the new one, never half of one."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise WriteError(f"could not write {path}: {e.strerror}; the previous {path.name} is unchanged.") from None
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
     try:
         with os.fdopen(fd, "wb") as f:
@@ -40,6 +43,9 @@ def atomic_write(path, content):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise WriteError(f"could not write {path}: {e.strerror}; the previous {path.name} is unchanged.") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -90,6 +96,8 @@ def save_model(model, path):
     try:
         model.save(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        raise WriteError(f"could not write {path}: {e.strerror}; the previous {path.name} is unchanged.") from None
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -121,3 +121,15 @@ def test_a_killed_worker_stops_the_job_and_resume_completes(tmp_path):
     assert code == 0, err[-3000:] + out[-3000:]
     assert "resuming" in out
     assert epochs_in(run_dir) == [1, 2]
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
+    run_dir = tmp_path / "run"
+    process = start("train", "cnn", *SLOW_EPOCHS, "--epochs", 2, "-o", run_dir)
+    wait_for(run_dir / "checkpoints" / "checkpoint", process)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    code, out, err = finish(process)
+    assert code == 130, err[-2000:]
+    assert re.search(r"stopped by SIGINT in epoch 2 at step \d+/600; checkpoint saved", err), err[-2000:]
+    assert len(list((run_dir / "checkpoints").glob("ckpt-*.index"))) == 2
