@@ -281,6 +281,8 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
             raise DlcliError(
                 f"checkpoint {latest} does not fit this model and config ({str(e).strip().splitlines()[0][:160]})."
             ) from None
+        if config.lr_schedule == "constant":  # a constant rate is a restored variable: honour a new --learning-rate
+            optimizer.learning_rate = config.learning_rate
         history = rundir.read_history(run_dir / "history.csv")[: int(epoch_var.numpy())]
         report("resume", epoch=int(epoch_var.numpy()), step=int(step_var.numpy()), steps=steps_per_epoch)
     if chief:

@@ -1,6 +1,8 @@
 """The training loop: exact global batches, per-replica slicing, and the same training under
 the default strategy and MirroredStrategy (two logical CPUs, set up in conftest)."""
 
+import math
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -124,3 +126,16 @@ def test_resume_continues_from_the_last_epoch(tmp_path):
     assert ("resume", {"epoch": 2, "step": 0, "steps": 9}) in events
     epochs = [int(line.split(",")[0]) for line in (tmp_path / "history.csv").read_text().splitlines()[1:]]
     assert epochs == [1, 2, 3]
+
+
+def test_a_diverging_resume_keeps_the_last_good_checkpoint_resumable(tmp_path):
+    strategy = tf.distribute.get_strategy()
+    train_tiny(strategy, tmp_path, epochs=1, lr_schedule="constant")
+    good = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
+    config = cnn.Config(arch="tf1", epochs=2, batch_size=16, dropout=0.0, learning_rate=3e-3, lr_schedule="constant")
+    diverging = cnn.Config(**{**config.__dict__, "learning_rate": 1e12})
+    with pytest.raises(DlcliError, match=r"the loss became (nan|inf) in epoch 2, steps \d+-\d+; .*Last good checkpoint: .*ckpt-9"):
+        loop.fit(cnn, diverging, tiny_splits(), strategy, tmp_path, resume=True)
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")) == good
+    final, _ = loop.fit(cnn, config, tiny_splits(), strategy, tmp_path, resume=True)
+    assert math.isfinite(final["test"]["loss"])
