@@ -4,7 +4,6 @@ import io
 import tarfile
 
 import keras
-import numpy as np
 import pytest
 import tensorflow as tf
 

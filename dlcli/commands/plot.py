@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from dlcli import plots, rundir, ui
+from dlcli import plots, ui
 from dlcli.errors import DlcliError
 
 
