@@ -1,0 +1,95 @@
+"""Training throughput of `dlcli train cnn` against a keras-io-style script, same model and data.
+
+Both sides train the recipe's default architecture on real MNIST (../shared/data/mnist) with
+global batch 128 and Adam, one process each, alternating `--repeats` times; each side's figure
+is its median examples/s over the epochs after the first (which pays for tracing). The
+keras-io side is `model.compile` + `model.fit` on numpy arrays, as in keras-io mnist_convnet.
+
+    python benchmarks/throughput_cnn.py [--epochs 3] [--repeats 3]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MNIST = REPO.parent / "shared" / "data" / "mnist"
+
+KERAS_IO = r"""
+import json, sys, time
+import numpy as np
+import keras
+from dlcli import data
+from recipes import cnn
+
+epochs = int(sys.argv[1])
+config = cnn.Config(data=sys.argv[2], epochs=epochs, dropout=0.25)
+splits = data.load_images(config)
+model = cnn.build_model(config, splits)
+model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+
+class Timer(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+    def on_epoch_end(self, epoch, logs=None):
+        speeds.append(len(splits.train[0]) // 128 * 128 / (time.perf_counter() - self.start))
+
+speeds = []
+x, y = splits.train
+model.fit(x, y, batch_size=128, epochs=epochs, shuffle=True, verbose=0, callbacks=[Timer()])
+print(json.dumps(speeds))
+"""
+
+DLCLI = r"""
+import json, sys, tempfile
+import tensorflow as tf
+from dlcli import loop
+from recipes import cnn
+
+config = cnn.Config(data=sys.argv[2], epochs=int(sys.argv[1]), lr_schedule="constant")
+splits = cnn.load_data(config)
+with tempfile.TemporaryDirectory() as run_dir:
+    loop.fit(cnn, config, splits, tf.distribute.get_strategy(), run_dir)
+    history = open(run_dir + "/history.csv").read().splitlines()
+column = history[0].split(",").index("examples_per_sec")
+print(json.dumps([float(line.split(",")[column]) for line in history[1:]]))
+"""
+
+
+def measure(code, epochs):
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(epochs), str(MNIST)], cwd=REPO, capture_output=True, text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    if result.returncode != 0:
+        raise SystemExit(result.stderr[-3000:])
+    speeds = json.loads(result.stdout.strip().splitlines()[-1])
+    return statistics.median(speeds[1:])  # the first epoch pays for tracing
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    options = parser.parse_args()
+    if not MNIST.is_dir():
+        raise SystemExit(f"{MNIST} not found: the benchmark needs ../shared/data/mnist beside the checkout.")
+    figures = {"keras-io fit": [], "dlcli": []}
+    for repeat in range(options.repeats):
+        for name, code in (("keras-io fit", KERAS_IO), ("dlcli", DLCLI)):
+            started = time.perf_counter()
+            figures[name].append(measure(code, options.epochs))
+            print(f"repeat {repeat + 1} {name:>12}: {figures[name][-1]:8.0f} examples/s ({time.perf_counter() - started:.0f} s)", flush=True)
+    keras_io, dlcli = (statistics.median(figures[k]) for k in ("keras-io fit", "dlcli"))
+    print(f"median examples/s: keras-io fit {keras_io:.0f}, dlcli {dlcli:.0f}")
+    print(f"ratio dlcli / keras-io: {dlcli / keras_io:.2f}x (target >= 1.0x)")
+
+
+if __name__ == "__main__":
+    main()
