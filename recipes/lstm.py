@@ -88,9 +88,18 @@ def load_data(config):
     )
 
 
+def one_line(text):
+    """The text with every line break Python knows (\\x85, \\u2028, ...) made a space.
+
+    Keras saves the vocabulary one token per line and reads it back with splitlines(): a token
+    holding such a character would make the saved model impossible to load.
+    """
+    return " ".join(text.splitlines())
+
+
 def decode_tfds(arrays):
     texts, labels = arrays
-    return np.array([t.decode("utf-8", "replace") for t in texts], object), labels.astype(np.float32)[:, None]
+    return np.array([one_line(t.decode("utf-8", "replace")) for t in texts], object), labels.astype(np.float32)[:, None]
 
 
 def read_aclimdb(path):
@@ -110,7 +119,7 @@ def read_aclimdb(path):
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
                 text, not_utf8 = raw.decode("utf-8", "replace"), not_utf8 + 1
-            reviews[match.groups()].append((name, text))
+            reviews[match.groups()].append((name, one_line(text)))
 
     archives = [path] if path.is_file() else sorted([*path.glob("*.tar.gz"), *path.glob("*.tgz"), *path.glob("*.tar")])
     if archives:
@@ -197,7 +206,7 @@ def metrics(config):
 
 
 def read_inputs(info, inputs):
-    texts = [Path(x).read_text(encoding="utf-8", errors="replace") if Path(x).is_file() else x for x in inputs]
+    texts = [one_line(Path(x).read_text(encoding="utf-8", errors="replace") if Path(x).is_file() else x) for x in inputs]
     return np.array(texts, object), [x if len(x) <= 40 else x[:37] + "..." for x in inputs]
 
 

@@ -71,3 +71,19 @@ def test_lstm_learns_the_synthetic_corpus_and_saves_a_model_that_reads_text(tmp_
     model = keras.saving.load_model(tmp_path / "model.keras")
     scores = model.predict(tf.constant(["great wonderful superb film", "awful boring dull film"]), verbose=0)
     assert scores[0, 0] > 0.5 > scores[1, 0]
+
+
+def test_line_breaks_inside_reviews_do_not_break_the_saved_vocabulary(tmp_path):
+    """Keras writes the vocabulary one token per line and reads it with splitlines()."""
+    reviews = dict(REVIEWS)
+    reviews["train/pos/5_9.txt"] = "great\u2028wonderful film\x85superb\x1cacting".encode()
+    for name, content in reviews.items():
+        path = tmp_path / "aclImdb" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    config = config_lib.resolve(lstm.Config, "lstm", toml_values={**lstm.QUICK, "data": str(tmp_path), "epochs": 1, "batch_size": 2, "validation_split": 0.0})
+    splits = lstm.load_data(config)
+    assert all(len(text.splitlines()) <= 1 for text in splits.train[0])
+    loop.fit(lstm, config, splits, tf.distribute.get_strategy(), tmp_path / "run")
+    model = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    assert model.predict(tf.constant(["great film"]), verbose=0).shape == (1, 1)
