@@ -102,41 +102,43 @@ def decode_tfds(arrays):
     return np.array([one_line(t.decode("utf-8", "replace")) for t in texts], object), labels.astype(np.float32)[:, None]
 
 
+def review_files(path):
+    """(split, label, name, read) for every review of an aclImdb folder, tarball or folder of
+    tarballs; `read()` returns its bytes. Tarballs are read in place, never extracted, so no
+    archive member is written anywhere (links and devices are skipped)."""
+    archives = [path] if path.is_file() else sorted([*path.glob("*.tar.gz"), *path.glob("*.tgz"), *path.glob("*.tar")])
+    for archive in archives:
+        try:
+            with tarfile.open(archive) as tar:
+                for member in tar:
+                    match = REVIEW_PATH.search(member.name)
+                    if member.isfile() and match:
+                        yield (*match.groups(), member.name, lambda tar=tar, member=member: tar.extractfile(member).read())
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise DlcliError(f"cannot read {archive} as a tar archive: {e}") from None
+    if not archives:
+        root = path / "aclImdb" if (path / "aclImdb").is_dir() else path
+        for split in ("train", "test"):
+            for label in ("pos", "neg"):
+                folder = root / split / label
+                for file in sorted(folder.glob("*.txt")) if folder.is_dir() else []:
+                    yield split, label, f"{split}/{label}/{file.name}", file.read_bytes
+
+
 def read_aclimdb(path):
     """((train_x, train_y), (test_x, test_y)) from an aclImdb folder, tarball, or folder of tarballs.
 
-    Tarballs are read in place, never extracted, so no archive member is written anywhere.
     Files that are not valid UTF-8 are decoded with replacement characters and counted.
     """
     reviews = {("train", "pos"): [], ("train", "neg"): [], ("test", "pos"): [], ("test", "neg"): []}
     not_utf8 = 0
-
-    def add(name, raw):
-        nonlocal not_utf8
-        match = REVIEW_PATH.search(name)
-        if match:
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                text, not_utf8 = raw.decode("utf-8", "replace"), not_utf8 + 1
-            reviews[match.groups()].append((name, one_line(text)))
-
-    archives = [path] if path.is_file() else sorted([*path.glob("*.tar.gz"), *path.glob("*.tgz"), *path.glob("*.tar")])
-    if archives:
-        for archive in archives:
-            try:
-                with tarfile.open(archive) as tar:
-                    for member in tar:
-                        if member.isfile() and REVIEW_PATH.search(member.name):
-                            add(member.name, tar.extractfile(member).read())
-            except (tarfile.TarError, OSError, EOFError) as e:
-                raise DlcliError(f"cannot read {archive} as a tar archive: {e}") from None
-    else:
-        root = path / "aclImdb" if (path / "aclImdb").is_dir() else path
-        for (split, label), found in reviews.items():
-            folder = root / split / label
-            for file in sorted(folder.glob("*.txt")) if folder.is_dir() else []:
-                add(f"{split}/{label}/{file.name}", file.read_bytes())
+    for split, label, name, read in review_files(path):
+        raw = read()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text, not_utf8 = raw.decode("utf-8", "replace"), not_utf8 + 1
+        reviews[(split, label)].append((name, one_line(text)))
     empty = [f"{split}/{label}" for (split, label), found in reviews.items() if not found]
     if empty:
         raise DlcliError(

@@ -144,23 +144,11 @@ def _numeric_or_missing(cell):
 
 def count_reviews(path):
     """{split: {"pos": n, "neg": n}} for an aclImdb folder, tarball or folder of tarballs; {} if none."""
-    from recipes.lstm import REVIEW_PATH
+    from recipes.lstm import review_files
 
-    counts = Counter()
-    archives = [path] if path.is_file() and tarfile.is_tarfile(path) else sorted(path.glob("*.tar.gz")) if path.is_dir() else []
-    if archives:
-        for archive in archives:
-            try:
-                with tarfile.open(archive) as tar:
-                    counts.update(m.groups() for m in (REVIEW_PATH.search(member.name) for member in tar if member.isfile()) if m)
-            except (tarfile.TarError, OSError, EOFError) as e:
-                raise DlcliError(f"cannot read {archive} as a tar archive: {e}") from None
-    elif path.is_dir():
-        root = path / "aclImdb" if (path / "aclImdb").is_dir() else path
-        for split in ("train", "test"):
-            for label in ("pos", "neg"):
-                if (root / split / label).is_dir():
-                    counts[(split, label)] = sum(1 for _ in (root / split / label).glob("*.txt"))
+    if path.is_file() and not tarfile.is_tarfile(path):
+        return {}
+    counts = Counter((split, label) for split, label, _, _ in review_files(path))
     if not counts:
         return {}
     return {split: {"examples": counts[(split, "pos")] + counts[(split, "neg")], "pos": counts[(split, "pos")], "neg": counts[(split, "neg")]}
