@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlcli import plots, rundir
+from dlcli import plots, predict, rundir
 from dlcli.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, DlcliError, WriteError
 from dlcli.lazy import keras, tf
 
@@ -391,7 +391,7 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
             rundir.save_model(saved, run_dir / "model.keras")
             # Baselines and pictures use a copy outside the strategy: under multi-worker the
             # trained model's predict would wait on workers that have already finished.
-            local = keras.saving.load_model(run_dir / "model.keras")
+            local = predict.load_keras(run_dir / "model.keras")
             if hasattr(recipe, "after_training"):
                 final["report"] = recipe.after_training(config, splits, local, run_dir)
             pictures = plots.classifier_pictures(local, splits, run_dir) if splits.num_classes else []
