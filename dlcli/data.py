@@ -44,7 +44,7 @@ class Splits:
     source: str
     num_classes: int | None = None
     class_names: list | None = None
-    preprocess: object = None  # a function applied to each batch of inputs inside tf.data
+    preprocess: object = None  # a deterministic function of a batch of inputs, applied once before training
     info: dict = field(default_factory=dict)  # what else a recipe wants to keep: stats, names, truth
 
 

@@ -7,6 +7,7 @@ The loss is averaged over the GLOBAL batch (`tf.nn.compute_average_loss`), so th
 summed across replicas equal the single-device ones.
 """
 
+import dataclasses
 import math
 import shutil
 import signal
@@ -25,41 +26,63 @@ from dlcli.lazy import keras, tf
 # ## Data: exact global batches, sliced per replica
 
 
-def batches(arrays, batch_size, *, shuffle_key=None, pad=False):
-    """Cuts equal-length arrays into global batches: returns [x, y, weight], each (steps, batch, ...).
+def batches(n, batch_size, *, shuffle_key=None, pad=False):
+    """Cuts n examples into global batches: returns (index, weight), each (steps, batch).
 
+    The batches hold example indices, not examples: the data itself is copied to tensors once
+    per run (`host_tensors`) and gathered batch by batch in tf.data, so an epoch costs no copy
+    of the dataset (which cost cnn 4% of its epoch time on 2 CPU cores).
     With a shuffle key (seed, epoch, pass), the examples are shuffled by it, so an epoch's
     batches are the same whatever the replica count and however often the run was resumed.
     Training drops the last partial batch; evaluation (`pad=True`) pads it with weight-0
-    examples, so every example counts once and every batch has one static shape (as TPUs and
-    XLA need).
+    copies of example 0, so every example counts once and every batch has one static shape
+    (as TPUs and XLA need).
     """
-    n = len(arrays[0])
-    if shuffle_key is not None:
-        order = np.random.default_rng(shuffle_key).permutation(n)
-        arrays = [a[order] for a in arrays]
+    order = np.random.default_rng(shuffle_key).permutation(n) if shuffle_key is not None else np.arange(n)
     weights = np.ones(n, np.float32)
     if pad:
         extra = -n % batch_size
-        # Padding is zeros, or empty strings for text (object arrays of str).
-        arrays = [np.concatenate([a, np.full((extra, *a.shape[1:]), "" if a.dtype == object else 0, a.dtype)]) for a in arrays]
+        order = np.concatenate([order, np.zeros(extra, order.dtype)])
         weights = np.concatenate([weights, np.zeros(extra, np.float32)])
-    steps = len(weights) // batch_size
-    return [a[: steps * batch_size].reshape(steps, batch_size, *a.shape[1:]) for a in (*arrays, weights)]
+    steps = len(order) // batch_size
+    return [a[: steps * batch_size].reshape(steps, batch_size) for a in (order, weights)]
 
 
-def epoch_batches(arrays, batch_size, steps, seed, epoch):
+def epoch_batches(n, batch_size, steps, seed, epoch):
     """The `steps` global batches of one epoch: as many shuffled passes over the data as needed."""
-    available = len(arrays[0]) // batch_size
-    passes = [batches(arrays, batch_size, shuffle_key=(seed, epoch, p)) for p in range(-(-steps // available))]
+    passes = [batches(n, batch_size, shuffle_key=(seed, epoch, p)) for p in range(-(-steps // (n // batch_size)))]
     return [np.concatenate(parts)[:steps] for parts in zip(*passes)]
 
 
-def distribute(strategy, batched, preprocess=None, start_step=0):
+def host_tensors(arrays):
+    """Arrays as tensors in host memory, where tf.data gathers batches from them."""
+    with tf.device("CPU:0"):
+        return [tf.convert_to_tensor(a) for a in arrays]
+
+
+def preprocessed(splits):
+    """The splits with `splits.preprocess` (lstm's TextVectorization) applied to every input
+    once, before training: inside tf.data it ran again every epoch and cost lstm 13% of its
+    steps/s on 2 CPU cores (benchmarks/input_pipeline.py). Preprocessing must be deterministic."""
+    if splits.preprocess is None:
+        return splits
+
+    def apply(arrays):
+        x, y = arrays
+        if not len(x):
+            return arrays
+        dataset = tf.data.Dataset.from_tensor_slices(x).batch(1024).map(splits.preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+        return np.concatenate(list(dataset.as_numpy_iterator())), y
+
+    return dataclasses.replace(splits, train=apply(splits.train), val=apply(splits.val), test=apply(splits.test), preprocess=None)
+
+
+def distribute(strategy, examples, batched, start_step=0):
     """A distributed dataset that hands each replica its slice of every global batch.
 
-    Each input pipeline (one per worker) takes the slices of its own replicas, so a global
-    step sees exactly the same examples on one device or on many.
+    `examples` are the (x, y) tensors (`host_tensors`), `batched` the (index, weight) global
+    batches. Each input pipeline (one per worker) takes the slices of its own replicas, so a
+    global step sees exactly the same examples on one device or on many.
     """
     replicas = strategy.num_replicas_in_sync
 
@@ -68,13 +91,16 @@ def distribute(strategy, batched, preprocess=None, start_step=0):
         first = context.input_pipeline_id * local
         parts = []
         for array in batched:
-            steps, batch = array.shape[:2]
-            per_replica = array[start_step:].reshape(steps - start_step, replicas, batch // replicas, *array.shape[2:])
-            parts.append(per_replica[:, first : first + local].reshape(-1, batch // replicas, *array.shape[2:]))
+            steps, batch = array.shape
+            per_replica = array[start_step:].reshape(steps - start_step, replicas, batch // replicas)
+            parts.append(per_replica[:, first : first + local].reshape(-1, batch // replicas))
         dataset = tf.data.Dataset.from_tensor_slices(tuple(parts))
-        if preprocess is not None:
-            dataset = dataset.map(lambda x, y, w: (preprocess(x), y, w), num_parallel_calls=tf.data.AUTOTUNE)
-        return dataset.prefetch(tf.data.AUTOTUNE)
+        dataset = dataset.map(lambda index, weight: (*(tf.gather(t, index) for t in examples), weight))
+        # A fixed buffer and no autotuning: with AUTOTUNE, deleting each epoch's spent iterator
+        # waited 1.5-10 s on the tuning thread (up to 15% of a cnn epoch on 2 CPU cores).
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        return dataset.prefetch(2).with_options(options)
 
     return strategy.distribute_datasets_from_function(dataset_fn)
 
@@ -82,8 +108,8 @@ def distribute(strategy, batched, preprocess=None, start_step=0):
 # ## Steps
 
 
-def step_functions(strategy, model, loss_fn, metrics, global_batch, optimizer=None, jit=False):
-    """tf.functions that run `steps` train or eval steps on a distributed iterator."""
+def replica_steps(model, loss_fn, metrics, global_batch, optimizer=None, jit=False):
+    """One train step and one eval step, each on one replica's slice of a global batch."""
 
     def train_step(x, y, w):
         with tf.GradientTape() as tape:
@@ -108,7 +134,13 @@ def step_functions(strategy, model, loss_fn, metrics, global_batch, optimizer=No
             metric.update_state(y, pred, sample_weight=w)
 
     if jit:  # XLA compiles each replica's step; the loop around it stays a plain tf.function
-        train_step, eval_step = (tf.function(f, jit_compile=True) for f in (train_step, eval_step))
+        return tuple(tf.function(f, jit_compile=True) for f in (train_step, eval_step))
+    return train_step, eval_step
+
+
+def step_functions(strategy, model, loss_fn, metrics, global_batch, optimizer=None, jit=False):
+    """tf.functions that run `steps` train or eval steps on a distributed iterator."""
+    train_step, eval_step = replica_steps(model, loss_fn, metrics, global_batch, optimizer, jit)
 
     @tf.function
     def train_steps(iterator, steps):
@@ -130,12 +162,12 @@ def results(metrics, prefix=""):
     return out
 
 
-def evaluate(strategy, eval_steps, metrics, arrays, batch_size, preprocess=None):
+def evaluate(strategy, eval_steps, metrics, arrays, batch_size):
     """Metrics over every example of `arrays` (x, y), in padded global batches."""
-    batched = batches(arrays, batch_size, pad=True)
+    batched = batches(len(arrays[0]), batch_size, pad=True)
     for m in metrics:
         m.reset_state()
-    eval_steps(iter(distribute(strategy, batched, preprocess)), tf.constant(len(batched[0])))
+    eval_steps(iter(distribute(strategy, host_tensors(arrays), batched)), tf.constant(len(batched[0])))
     return results(metrics)
 
 
@@ -245,6 +277,8 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
             f"batch_size {global_batch} is larger than the {n_train} training examples; lower --batch-size."
         )
     steps_per_epoch = config.steps_per_epoch or n_train // global_batch
+    inputs = preprocessed(splits)  # what the steps see; `splits` keeps the raw inputs
+    train_examples = host_tensors(inputs.train)
     per_call = config.steps_per_execution or max(1, min(steps_per_epoch // 10, 100))
     report("start", replicas=replicas, global_batch=global_batch, steps_per_epoch=steps_per_epoch)
 
@@ -323,8 +357,8 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
         stop_requested = stop_check(strategy, signals)
         for epoch in range(int(epoch_var.numpy()), config.epochs):
             done = int(step_var.numpy())
-            batched = epoch_batches(splits.train, global_batch, steps_per_epoch, config.seed, epoch)
-            iterator = iter(distribute(strategy, batched, splits.preprocess, start_step=done))
+            batched = epoch_batches(n_train, global_batch, steps_per_epoch, config.seed, epoch)
+            iterator = iter(distribute(strategy, train_examples, batched, start_step=done))
             epoch_start = time.perf_counter()
             report("epoch_start", epoch=epoch + 1, epochs=config.epochs, steps=steps_per_epoch, done=done)
             while done < steps_per_epoch:
@@ -353,8 +387,8 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
             seconds = time.perf_counter() - epoch_start
             train_seconds += seconds
             row = {"epoch": epoch + 1, **results(metrics)}
-            if len(splits.val[0]):
-                val = evaluate(strategy, eval_steps, metrics, splits.val, global_batch, splits.preprocess)
+            if len(inputs.val[0]):
+                val = evaluate(strategy, eval_steps, metrics, inputs.val, global_batch)
                 row.update({f"val_{k}": v for k, v in val.items()})
             row.update(
                 learning_rate=float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
@@ -375,7 +409,7 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
                 raise interrupted(signals.received or signal.SIGTERM, f"after epoch {epoch + 1}")
 
         # A signal from here on changes nothing: the run is complete once its artifacts are saved.
-        test = evaluate(strategy, eval_steps, metrics, splits.test, global_batch, splits.preprocess)
+        test = evaluate(strategy, eval_steps, metrics, inputs.test, global_batch)
         trained_steps = len(history) * steps_per_epoch
         final = {
             "test": test,

@@ -37,7 +37,7 @@ QUICK = {"dataset": "digits", "epochs": 2}  # a fast offline run, for tests and 
 @dataclass
 class Config(TrainConfig):
     dataset: str = "mnist"
-    epochs: int = 8  # with the cosine schedule, 8 epochs beat keras-io's 15 (0.994 vs 0.992 on MNIST)
+    epochs: int = 5  # with the cosine schedule: 0.993 on MNIST, past 0.992 in epoch 4 (keras-io: 15 epochs)
     batch_size: int = 128
     learning_rate: float = 3e-3
     lr_schedule: Literal["constant", "cosine"] = "cosine"

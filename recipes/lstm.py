@@ -3,7 +3,7 @@
 Modernises the Keras/TF1 IMDB LSTM (`imdb.load_data` pre-tokenised integers,
 `sequence.pad_sequences`, `Embedding -> LSTM(128, dropout=0.2, recurrent_dropout=0.2) ->
 Dense(1, sigmoid)`, `model.fit`): raw review text goes through `keras.layers.TextVectorization`
-inside the tf.data pipeline, and the saved model includes that layer, so it reads raw strings.
+(once, before training), and the saved model includes that layer, so it reads raw strings.
 
 On a GPU, the LSTM uses the fused cuDNN kernel only when `recurrent_dropout` is 0 (the default
 here: dropout acts on the inputs instead). `--set recurrent_dropout=0.2` gives the source's
@@ -37,7 +37,7 @@ DATASETS = {
     "synthetic": "a small generated corpus of positive and negative reviews (offline)",
 }
 MODERNISES = [
-    ("keras.datasets.imdb.load_data(num_words=20000) (pre-tokenised)", "raw text + layers.TextVectorization in tf.data"),
+    ("keras.datasets.imdb.load_data(num_words=20000) (pre-tokenised)", "raw text + layers.TextVectorization (splits.preprocess)"),
     ("sequence.pad_sequences(x, maxlen=80)", "TextVectorization(output_sequence_length=...)"),
     ("LSTM(128, dropout=0.2, recurrent_dropout=0.2)", "LSTM(128, dropout=0.2): cuDNN on GPU (recurrent_dropout is a setting)"),
     ("Dense(1, activation='sigmoid') + binary_crossentropy", "the same, the output kept in float32"),
@@ -63,7 +63,7 @@ class Config(TrainConfig):
     bidirectional: bool = False
 
 
-# ## Prepare the data: raw text in, integer sequences out of the tf.data pipeline
+# ## Prepare the data: raw text in; the loop turns it into integer sequences once, with `preprocess`
 
 
 def load_data(config):

@@ -14,30 +14,27 @@ cnn = registry.load("cnn")
 
 
 def test_batches_shuffle_by_seed_and_epoch_and_drop_the_remainder():
-    x = np.arange(10)
-    bx, by, w = loop.batches([x, x * 10], 4, shuffle_key=(1, 0, 0))
-    assert bx.shape == (2, 4) and np.all(by == bx * 10) and np.all(w == 1)
-    again, *_ = loop.batches([x, x], 4, shuffle_key=(1, 0, 0))
-    other, *_ = loop.batches([x, x], 4, shuffle_key=(1, 1, 0))
-    np.testing.assert_array_equal(bx, again)
-    assert not np.array_equal(bx, other)
-    assert len(set(bx.ravel())) == 8
+    index, w = loop.batches(10, 4, shuffle_key=(1, 0, 0))
+    assert index.shape == (2, 4) and np.all(w == 1)
+    again, _ = loop.batches(10, 4, shuffle_key=(1, 0, 0))
+    other, _ = loop.batches(10, 4, shuffle_key=(1, 1, 0))
+    np.testing.assert_array_equal(index, again)
+    assert not np.array_equal(index, other)
+    assert len(set(index.ravel())) == 8
 
 
 def test_eval_batches_pad_with_zero_weight_so_every_example_counts_once():
-    x = np.arange(10)
-    bx, _, w = loop.batches([x, x], 4, pad=True)
-    assert bx.shape == (3, 4)
+    index, w = loop.batches(10, 4, pad=True)
+    assert index.shape == (3, 4)
     assert w.sum() == 10 and list(w.ravel()[-2:]) == [0, 0]
-    assert sorted(bx.ravel()[w.ravel() == 1]) == list(range(10))
+    assert sorted(index.ravel()[w.ravel() == 1]) == list(range(10))
 
 
 def test_an_epoch_of_more_steps_than_one_pass_takes_several_shuffled_passes():
-    x = np.arange(10)
-    bx, _, _ = loop.epoch_batches([x, x], 5, steps=5, seed=0, epoch=0)
-    assert bx.shape == (5, 5)
-    assert sorted(bx[:2].ravel()) == list(range(10)) and sorted(bx[2:4].ravel()) == list(range(10))
-    full, _, _ = loop.epoch_batches([x, x], 10, steps=3, seed=0, epoch=0)
+    index, _ = loop.epoch_batches(10, 5, steps=5, seed=0, epoch=0)
+    assert index.shape == (5, 5)
+    assert sorted(index[:2].ravel()) == list(range(10)) and sorted(index[2:4].ravel()) == list(range(10))
+    full, _ = loop.epoch_batches(10, 10, steps=3, seed=0, epoch=0)
     assert full.shape == (3, 10)
 
 
@@ -48,21 +45,22 @@ def two_replicas():
 @pytest.mark.parametrize("make_strategy", [tf.distribute.get_strategy, two_replicas], ids=["default", "mirrored"])
 def test_each_global_step_sees_exactly_its_global_batch(make_strategy):
     strategy = make_strategy()
-    x = np.arange(24)
-    batched = loop.batches([x, x], 8, shuffle_key=(3, 0, 0))
+    x = np.arange(24) * 10
+    index, weight = loop.batches(24, 8, shuffle_key=(3, 0, 0))
     seen = []
-    for per_replica in iter(loop.distribute(strategy, batched)):
-        parts = strategy.experimental_local_results(per_replica[0])
-        seen.append(np.concatenate([p.numpy() for p in parts]))
-    np.testing.assert_array_equal(np.stack(seen), batched[0])
+    for per_replica in iter(loop.distribute(strategy, loop.host_tensors([x, x + 1]), (index, weight))):
+        xs, ys, ws = (np.concatenate([p.numpy() for p in strategy.experimental_local_results(t)]) for t in per_replica)
+        assert np.all(ys == xs + 1) and np.all(ws == 1)
+        seen.append(xs)
+    np.testing.assert_array_equal(np.stack(seen), x[index])
 
 
 def test_resuming_mid_epoch_starts_at_the_right_batch():
     strategy = tf.distribute.get_strategy()
-    x = np.arange(24)
-    batched = loop.batches([x, x], 4, shuffle_key=(0, 0, 0))
-    rest = [b[0].numpy() for b in loop.distribute(strategy, batched, start_step=4)]
-    np.testing.assert_array_equal(np.stack(rest), batched[0][4:])
+    x = np.arange(24) * 10
+    batched = loop.batches(24, 4, shuffle_key=(0, 0, 0))
+    rest = [b[0].numpy() for b in loop.distribute(strategy, loop.host_tensors([x, x]), batched, start_step=4)]
+    np.testing.assert_array_equal(np.stack(rest), x[batched[0][4:]])
 
 
 def tiny_splits(n=256, seed=0):
