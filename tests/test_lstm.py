@@ -87,3 +87,13 @@ def test_line_breaks_inside_reviews_do_not_break_the_saved_vocabulary(tmp_path):
     loop.fit(lstm, config, splits, tf.distribute.get_strategy(), tmp_path / "run")
     model = keras.saving.load_model(tmp_path / "run" / "model.keras")
     assert model.predict(tf.constant(["great film"]), verbose=0).shape == (1, 1)
+
+
+def test_reviews_are_vectorized_once_before_training_and_the_raw_splits_stay_raw():
+    config = config_lib.resolve(lstm.Config, "lstm", toml_values={**lstm.QUICK, "validation_split": 0.0})
+    splits = lstm.load_data(config)
+    inputs = loop.preprocessed(splits)
+    assert inputs.preprocess is None and inputs.train[0].shape == (len(splits.train[0]), config.sequence_length)
+    assert inputs.train[0].dtype.kind == "i" and len(inputs.val[0]) == 0
+    first = splits.preprocess(tf.constant([splits.train[0][0]])).numpy()[0]
+    assert (inputs.train[0][0] == first).all() and splits.train[0].dtype == object
