@@ -10,11 +10,12 @@ for tracing and XLA compilation). On a machine without a GPU it says so and exit
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.snippet import run_snippet  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -48,13 +49,7 @@ SETTINGS = {
 
 
 def run(recipe, data, overrides):
-    result = subprocess.run(
-        [sys.executable, "-c", RUN, recipe, str(data), json.dumps(overrides)], cwd=REPO, capture_output=True,
-        text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
-    if result.returncode != 0:
-        raise SystemExit(result.stderr[-3000:])
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_snippet(RUN, recipe, data, json.dumps(overrides))
 
 
 def main():

@@ -9,13 +9,13 @@ keras-io side is `model.compile` + `model.fit` on numpy arrays, as in keras-io m
 """
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.snippet import run_snippet  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST = REPO.parent / "shared" / "data" / "mnist"
@@ -63,13 +63,7 @@ print(json.dumps([float(line.split(",")[column]) for line in history[1:]]))
 
 
 def measure(code, epochs):
-    result = subprocess.run(
-        [sys.executable, "-c", code, str(epochs), str(MNIST)], cwd=REPO, capture_output=True, text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
-    if result.returncode != 0:
-        raise SystemExit(result.stderr[-3000:])
-    speeds = json.loads(result.stdout.strip().splitlines()[-1])
+    speeds = run_snippet(code, epochs, MNIST)
     return statistics.median(speeds[1:])  # the first epoch pays for tracing
 
 

@@ -12,13 +12,13 @@ figure is its median examples/s over the epochs after the first (which pays for 
 """
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.snippet import run_snippet  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 IMDB = REPO.parent / "shared" / "data" / "imdb"
@@ -68,13 +68,7 @@ print(json.dumps([float(line.split(",")[column]) for line in history[1:]]))
 
 
 def measure(code, epochs, steps):
-    result = subprocess.run(
-        [sys.executable, "-c", code, str(epochs), str(steps), str(IMDB)], cwd=REPO, capture_output=True, text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
-    if result.returncode != 0:
-        raise SystemExit(result.stderr[-3000:])
-    speeds = json.loads(result.stdout.strip().splitlines()[-1])
+    speeds = run_snippet(code, epochs, steps, IMDB)
     return statistics.median(speeds[1:])  # the first epoch pays for tracing
 
 

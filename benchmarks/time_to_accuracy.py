@@ -12,12 +12,12 @@ stops for evaluation on both sides). Alternates the two `--repeats` times; repor
 """
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.snippet import run_snippet  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST = REPO.parent / "shared" / "data" / "mnist"
@@ -85,13 +85,7 @@ print(json.dumps([{"epoch": int(r["epoch"]), "seconds": s, "accuracy": float(r["
 
 
 def run(code, target):
-    result = subprocess.run(
-        [sys.executable, "-c", code, str(MNIST), str(target)], cwd=REPO, capture_output=True, text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
-    if result.returncode != 0:
-        raise SystemExit(result.stderr[-3000:])
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_snippet(code, MNIST, target)
 
 
 def time_to(epochs, target):
