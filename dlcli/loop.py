@@ -420,7 +420,7 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
             "examples_per_sec": round(trained_steps * global_batch / train_seconds, 1) if train_seconds else None,
         }
         if chief:
-            # The saved model takes raw inputs: recipes that preprocess in tf.data fold that in.
+            # The saved model takes raw inputs: recipes with `splits.preprocess` fold it in.
             saved = recipe.inference_model(model, splits) if hasattr(recipe, "inference_model") else model
             rundir.save_model(saved, run_dir / "model.keras")
             # Baselines and pictures use a copy outside the strategy: under multi-worker the
