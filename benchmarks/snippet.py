@@ -2,8 +2,10 @@
 
 import json
 import os
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,3 +21,18 @@ def run_snippet(code, *args):
     if result.returncode != 0:
         raise SystemExit(result.stderr[-3000:])
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def compare_throughput(snippets, args, repeats):
+    """Alternates the "keras-io fit" and "dlcli" snippets `repeats` times, each printing its
+    examples/s per epoch as JSON; prints every run, the medians and the dlcli / keras-io ratio."""
+    figures = {name: [] for name in snippets}
+    for repeat in range(repeats):
+        for name, code in snippets.items():
+            started = time.perf_counter()
+            speeds = run_snippet(code, *args)
+            figures[name].append(statistics.median(speeds[1:]))  # the first epoch pays for tracing
+            print(f"repeat {repeat + 1} {name:>12}: {figures[name][-1]:8.1f} examples/s ({time.perf_counter() - started:.0f} s)", flush=True)
+    keras_io, dlcli = (statistics.median(figures[k]) for k in ("keras-io fit", "dlcli"))
+    print(f"median examples/s: keras-io fit {keras_io:.1f}, dlcli {dlcli:.1f}")
+    print(f"ratio dlcli / keras-io: {dlcli / keras_io:.2f}x (target >= 1.0x)")

@@ -9,13 +9,11 @@ keras-io side is `model.compile` + `model.fit` on numpy arrays, as in keras-io m
 """
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.snippet import run_snippet  # noqa: E402
+from benchmarks.snippet import compare_throughput  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST = REPO.parent / "shared" / "data" / "mnist"
@@ -62,11 +60,6 @@ print(json.dumps([float(line.split(",")[column]) for line in history[1:]]))
 """
 
 
-def measure(code, epochs):
-    speeds = run_snippet(code, epochs, MNIST)
-    return statistics.median(speeds[1:])  # the first epoch pays for tracing
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
@@ -74,15 +67,7 @@ def main():
     options = parser.parse_args()
     if not MNIST.is_dir():
         raise SystemExit(f"{MNIST} not found: the benchmark needs ../shared/data/mnist beside the checkout.")
-    figures = {"keras-io fit": [], "dlcli": []}
-    for repeat in range(options.repeats):
-        for name, code in (("keras-io fit", KERAS_IO), ("dlcli", DLCLI)):
-            started = time.perf_counter()
-            figures[name].append(measure(code, options.epochs))
-            print(f"repeat {repeat + 1} {name:>12}: {figures[name][-1]:8.0f} examples/s ({time.perf_counter() - started:.0f} s)", flush=True)
-    keras_io, dlcli = (statistics.median(figures[k]) for k in ("keras-io fit", "dlcli"))
-    print(f"median examples/s: keras-io fit {keras_io:.0f}, dlcli {dlcli:.0f}")
-    print(f"ratio dlcli / keras-io: {dlcli / keras_io:.2f}x (target >= 1.0x)")
+    compare_throughput({"keras-io fit": KERAS_IO, "dlcli": DLCLI}, (options.epochs, MNIST), options.repeats)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,11 @@ figure is its median examples/s over the epochs after the first (which pays for 
 """
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.snippet import run_snippet  # noqa: E402
+from benchmarks.snippet import compare_throughput  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 IMDB = REPO.parent / "shared" / "data" / "imdb"
@@ -67,11 +65,6 @@ print(json.dumps([float(line.split(",")[column]) for line in history[1:]]))
 """
 
 
-def measure(code, epochs, steps):
-    speeds = run_snippet(code, epochs, steps, IMDB)
-    return statistics.median(speeds[1:])  # the first epoch pays for tracing
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
@@ -80,15 +73,7 @@ def main():
     options = parser.parse_args()
     if not IMDB.is_dir():
         raise SystemExit(f"{IMDB} not found: the benchmark needs ../shared/data/imdb beside the checkout.")
-    figures = {"keras-io fit": [], "dlcli": []}
-    for repeat in range(options.repeats):
-        for name, code in (("keras-io fit", KERAS_IO), ("dlcli", DLCLI)):
-            started = time.perf_counter()
-            figures[name].append(measure(code, options.epochs, options.steps))
-            print(f"repeat {repeat + 1} {name:>12}: {figures[name][-1]:8.1f} examples/s ({time.perf_counter() - started:.0f} s)", flush=True)
-    keras_io, dlcli = (statistics.median(figures[k]) for k in ("keras-io fit", "dlcli"))
-    print(f"median examples/s: keras-io fit {keras_io:.1f}, dlcli {dlcli:.1f}")
-    print(f"ratio dlcli / keras-io: {dlcli / keras_io:.2f}x (target >= 1.0x)")
+    compare_throughput({"keras-io fit": KERAS_IO, "dlcli": DLCLI}, (options.epochs, options.steps, IMDB), options.repeats)
 
 
 if __name__ == "__main__":
