@@ -6,13 +6,15 @@ stay cheap: TensorFlow is imported inside the commands that need it.
 
 import os
 import sys
+from typing import Annotated
 
 import typer
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from dlcli.commands import data_cmd, evaluate, export, launch, list_recipes, plot, predict, show, train
-from dlcli.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, DlcliError
+from dlcli import __version__
+from dlcli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, DlcliError
 
 # TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notes) buries the output of a CLI;
 # DLCLI_DEBUG=1 or an explicit TF_CPP_MIN_LOG_LEVEL keeps it.
@@ -31,7 +33,7 @@ class DlcliGroup(TyperGroup):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-            code = code if isinstance(code, int) else 0
+            code = code if isinstance(code, int) else EXIT_OK
         except DlcliError as e:
             code = _fail(_first_line(e), e.exit_code)
         except TyperException as e:  # usage errors: unknown option, bad value, missing argument
@@ -65,6 +67,23 @@ app = typer.Typer(
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"dlcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+):
+    """Classic deep-learning recipes in modern Keras 3, trained under any tf.distribute strategy."""
+
+
 app.command("list")(list_recipes.list_command)
 app.command("show")(show.show_command)
 app.command("train")(train.train_command)

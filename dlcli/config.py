@@ -154,7 +154,3 @@ def resolve(config_cls, recipe, *, toml_values=None, sets=None, flags=None):
     config.validate()
     return config
 
-
-def from_dict(config_cls, recipe, values):
-    """Rebuilds a saved config (config.json), checking it as strictly as user input."""
-    return resolve(config_cls, recipe, toml_values=values)

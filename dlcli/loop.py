@@ -5,33 +5,41 @@ Keras model, optimizer and metrics stepped by `strategy.run` work everywhere; so
 Each tf.function call runs several steps so that Python overhead stays small on accelerators.
 The loss is averaged over the GLOBAL batch (`tf.nn.compute_average_loss`), so the gradients
 summed across replicas equal the single-device ones.
+
+`fit` reads in phases, as Keras' Trainer and big_vision's train.py do: plan the batches, build
+and restore, then per epoch train, validate and checkpoint, calling the hooks at epoch end;
+then evaluate on the test split and save. What is made from the trained model afterwards
+(baselines, pictures) lives in `dlcli.artifacts`.
 """
 
 import dataclasses
 import math
+import os
 import shutil
 import signal
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from dlcli import plots, predict, rundir
+from dlcli import rundir
+from dlcli.data import Files, count
 from dlcli.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, DlcliError, WriteError
 from dlcli.lazy import keras, tf
 
 
-# ## Data: exact global batches, sliced per replica
+# ## Data: exact global batches of example indices, sliced per replica
 
 
 def batches(n, batch_size, *, shuffle_key=None, pad=False):
     """Cuts n examples into global batches: returns (index, weight), each (steps, batch).
 
-    The batches hold example indices, not examples: the data itself is copied to tensors once
-    per run (`host_tensors`) and gathered batch by batch in tf.data, so an epoch costs no copy
-    of the dataset (which cost cnn 4% of its epoch time on 2 CPU cores).
+    The batches hold example indices, not examples: array data is copied to tensors once per
+    run (`examples`) and file data stays on disk; tf.data gathers or decodes batch by batch,
+    so an epoch costs no copy of the dataset (which cost cnn 4% of its epoch time on 2 cores).
     With a shuffle key (seed, epoch, pass), the examples are shuffled by it, so an epoch's
     batches are the same whatever the replica count and however often the run was resumed.
     Training drops the last partial batch; evaluation (`pad=True`) pads it with weight-0
@@ -60,6 +68,11 @@ def host_tensors(arrays):
         return [tf.convert_to_tensor(a) for a in arrays]
 
 
+def examples(split):
+    """What tf.data draws batches from: host tensors for arrays, the file list for `Files`."""
+    return split if isinstance(split, Files) else host_tensors(split)
+
+
 def preprocessed(splits):
     """The splits with `splits.preprocess` (lstm's TextVectorization) applied to every input
     once, before training: inside tf.data it ran again every epoch and cost lstm 13% of its
@@ -77,12 +90,29 @@ def preprocessed(splits):
     return dataclasses.replace(splits, train=apply(splits.train), val=apply(splits.val), test=apply(splits.test), preprocess=None)
 
 
-def distribute(strategy, examples, batched, start_step=0):
+def replica_pipeline(source, index, weight):
+    """tf.data of (x, y, weight) batches for one input pipeline, from its slices of the global
+    batches (`index`, `weight`: steps x per-replica batch)."""
+    if isinstance(source, Files):
+        # One example at a time through `decode`, in parallel but in order, then re-batched:
+        # the batches are exactly the index batches, as with arrays.
+        paths, targets = tf.constant(source.paths), tf.constant(source.targets)
+        dataset = tf.data.Dataset.from_tensor_slices((index.reshape(-1), weight.reshape(-1)))
+        dataset = dataset.map(
+            lambda i, w: (source.decode(tf.gather(paths, i)), tf.gather(targets, i), w),
+            num_parallel_calls=os.cpu_count() or 1, deterministic=True,
+        )
+        return dataset.batch(index.shape[1], drop_remainder=True)
+    dataset = tf.data.Dataset.from_tensor_slices((index, weight))
+    return dataset.map(lambda i, w: (*(tf.gather(t, i) for t in source), w))
+
+
+def distribute(strategy, source, batched, start_step=0):
     """A distributed dataset that hands each replica its slice of every global batch.
 
-    `examples` are the (x, y) tensors (`host_tensors`), `batched` the (index, weight) global
-    batches. Each input pipeline (one per worker) takes the slices of its own replicas, so a
-    global step sees exactly the same examples on one device or on many.
+    `source` is what `examples` gives, `batched` the (index, weight) global batches. Each input
+    pipeline (one per worker) takes the slices of its own replicas, so a global step sees
+    exactly the same examples on one device or on many, and a worker reads only its own files.
     """
     replicas = strategy.num_replicas_in_sync
 
@@ -94,13 +124,11 @@ def distribute(strategy, examples, batched, start_step=0):
             steps, batch = array.shape
             per_replica = array[start_step:].reshape(steps - start_step, replicas, batch // replicas)
             parts.append(per_replica[:, first : first + local].reshape(-1, batch // replicas))
-        dataset = tf.data.Dataset.from_tensor_slices(tuple(parts))
-        dataset = dataset.map(lambda index, weight: (*(tf.gather(t, index) for t in examples), weight))
         # A fixed buffer and no autotuning: with AUTOTUNE, deleting each epoch's spent iterator
         # waited 1.5-10 s on the tuning thread (up to 15% of a cnn epoch on 2 CPU cores).
         options = tf.data.Options()
         options.autotune.enabled = False
-        return dataset.prefetch(2).with_options(options)
+        return replica_pipeline(source, *parts).prefetch(2).with_options(options)
 
     return strategy.distribute_datasets_from_function(dataset_fn)
 
@@ -162,12 +190,12 @@ def results(metrics, prefix=""):
     return out
 
 
-def evaluate(strategy, eval_steps, metrics, arrays, batch_size):
-    """Metrics over every example of `arrays` (x, y), in padded global batches."""
-    batched = batches(len(arrays[0]), batch_size, pad=True)
+def evaluate(strategy, eval_steps, metrics, split, batch_size):
+    """Metrics over every example of `split` (arrays or `Files`), in padded global batches."""
+    batched = batches(count(split), batch_size, pad=True)
     for m in metrics:
         m.reset_state()
-    eval_steps(iter(distribute(strategy, host_tensors(arrays), batched)), tf.constant(len(batched[0])))
+    eval_steps(iter(distribute(strategy, examples(split), batched)), tf.constant(len(batched[0])))
     return results(metrics)
 
 
@@ -188,6 +216,18 @@ def make_optimizer(recipe, config, total_steps):
     if config.precision == "mixed_float16":  # float16 gradients underflow without loss scaling
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
+
+
+def all_layers(layer):
+    """A layer and every layer inside it (models, Bidirectional wrappers)."""
+    yield layer
+    for inner in [*getattr(layer, "layers", []), getattr(layer, "forward_layer", None), getattr(layer, "backward_layer", None)]:
+        if inner is not None:
+            yield from all_layers(inner)
+
+
+def is_recurrent(layer):
+    return isinstance(layer, (keras.layers.LSTM, keras.layers.GRU))
 
 
 # ## Stopping cleanly: SIGTERM (preemption) and Ctrl-C save a checkpoint first
@@ -237,202 +277,301 @@ def stop_check(strategy, signals):
     return lambda: int(any_worker(tf.constant(int(signals.received is not None)))) > 0
 
 
-# ## Training
+# ## Hooks: what runs beside training (logging now; early stopping and best models later)
 
 
-def all_layers(layer):
-    """A layer and every layer inside it (models, Bidirectional wrappers)."""
-    yield layer
-    for inner in [*getattr(layer, "layers", []), getattr(layer, "forward_layer", None), getattr(layer, "backward_layer", None)]:
-        if inner is not None:
-            yield from all_layers(inner)
+class TensorBoardLog:
+    """Scalars per chunk of steps and per epoch, in TensorBoard event files."""
+
+    def __init__(self, logdir):
+        self.writer = tf.summary.create_file_writer(str(logdir))
+
+    def _write(self, prefix, values, step):
+        with self.writer.as_default(step=step):
+            for name, value in values.items():
+                tf.summary.scalar(f"{prefix}/{name}", value)
+
+    def on_steps(self, global_step, logs):
+        self._write("train_steps", logs, global_step)
+
+    def on_epoch_end(self, state, row):
+        self._write("epoch", {k: v for k, v in row.items() if k != "epoch"}, row["epoch"])
+        self.writer.flush()
+
+    def on_finish(self, state, final):
+        self.writer.close()
 
 
-def is_recurrent(layer):
-    return isinstance(layer, (keras.layers.LSTM, keras.layers.GRU))
+def call_hooks(hooks, event, *args):
+    """Calls `event` on every hook that has it; at epoch end, any True answer stops training."""
+    answers = [getattr(hook, event)(*args) for hook in hooks if hasattr(hook, event)]
+    return any(answers)
 
 
-def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, overwrite=False, run_info=None, report=None):
-    """Trains `recipe` on `splits` under `strategy`; writes the run's artifacts into `run_dir`.
+# ## Training, in phases
 
-    Returns (final metrics, model); the metrics are also written to metrics.json.
-    `report(event, **facts)` is called as training goes, for the CLI to show progress.
-    Nothing in `run_dir` changes until the model is built and any checkpoint restored: only
-    then does `overwrite` clear a previous run and `run_info` become config.json.
-    Checkpoints (model, optimizer, dropout RNG state, partial-epoch metrics and the position
-    in the data) are saved at every epoch end, every `config.checkpoint_every` steps, and on
-    SIGTERM/SIGINT, so `resume=True` continues exactly where the run stopped.
-    """
-    report = report or (lambda event, **facts: None)
-    run_dir = Path(run_dir)
+
+@dataclass
+class Plan:
+    """How the data is cut: the global batch, steps per epoch and steps per tf.function call."""
+
+    global_batch: int
+    steps_per_epoch: int
+    per_call: int
+
+
+@dataclass
+class State:
+    """What the phases share: the model, its optimizer and metrics, the step functions, the
+    checkpoint that holds all of it, and the history so far."""
+
+    model: object
+    optimizer: object
+    metrics: list
+    train_steps: object
+    eval_steps: object
+    epoch: object  # tf.Variable: epochs completed
+    step: object  # tf.Variable: steps completed in the current epoch
+    checkpoint: object
+    history: list = field(default_factory=list)
+    train_seconds: float = 0.0
+
+
+@dataclass
+class FitResult:
+    """What `fit` returns: the final metrics (also in metrics.json), the model and its history."""
+
+    metrics: dict
+    model: object
+    history: list
+
+
+def plan(config, splits, strategy):
+    """Checks the batch size against the replicas and the data, and sizes the epoch."""
     replicas = strategy.num_replicas_in_sync
-    n_train = len(splits.train[0])
+    n_train = count(splits.train)
     global_batch = config.batch_size or n_train - n_train % replicas
     if global_batch % replicas:
-        raise DlcliError(
-            f"batch_size must be a multiple of the {replicas} replicas. Received: batch_size={global_batch}"
-        )
+        raise DlcliError(f"batch_size must be a multiple of the {replicas} replicas. Received: batch_size={global_batch}")
     if not 0 < global_batch <= n_train:
-        raise DlcliError(
-            f"batch_size {global_batch} is larger than the {n_train} training examples; lower --batch-size."
-        )
+        raise DlcliError(f"batch_size {global_batch} is larger than the {n_train} training examples; lower --batch-size.")
     steps_per_epoch = config.steps_per_epoch or n_train // global_batch
-    inputs = preprocessed(splits)  # what the steps see; `splits` keeps the raw inputs
-    train_examples = host_tensors(inputs.train)
     per_call = config.steps_per_execution or max(1, min(steps_per_epoch // 10, 100))
-    report("start", replicas=replicas, global_batch=global_batch, steps_per_epoch=steps_per_epoch)
+    return Plan(global_batch, steps_per_epoch, per_call)
 
+
+def build(recipe, config, splits, strategy, the_plan, report):
+    """The model, optimizer, metrics and step functions, created under the strategy."""
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         model = recipe.build_model(config, splits)
-        optimizer = make_optimizer(recipe, config, total_steps=config.epochs * steps_per_epoch)
+        optimizer = make_optimizer(recipe, config, total_steps=config.epochs * the_plan.steps_per_epoch)
         optimizer.build(model.trainable_variables)
         loss_fn, metrics = loss_and_metrics(recipe, config)
     jit = config.jit
     if jit and tf.config.list_logical_devices("GPU") and any(is_recurrent(layer) for layer in all_layers(model)):
         report("notice", message="XLA (--jit) cannot compile the fused cuDNN LSTM/GRU kernel; this model trains without XLA.")
         jit = False
-    epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)  # epochs completed
-    step_var = tf.Variable(0, dtype=tf.int64, trainable=False)  # steps completed in the current epoch
-    train_steps, eval_steps = step_functions(strategy, model, loss_fn, metrics, global_batch, optimizer, jit)
-
-    # Only the chief writes the real checkpoint; the others save too (under multi-worker every
-    # worker takes part in a save) but into a scratch folder they delete.
-    checkpoint_dir = run_dir / "checkpoints"
-    save_dir = checkpoint_dir if chief else Path(tempfile.mkdtemp(prefix="dlcli-worker-"))
+    train_steps, eval_steps = step_functions(strategy, model, loss_fn, metrics, the_plan.global_batch, optimizer, jit)
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+    step = tf.Variable(0, dtype=tf.int64, trainable=False)
     checkpoint = tf.train.Checkpoint(
-        model=model, optimizer=optimizer, epoch=epoch_var, step=step_var,
+        model=model, optimizer=optimizer, epoch=epoch, step=step,
         # Keras keeps the dropout RNG state and metric totals out of the model's checkpoint.
         model_state=list(model.non_trainable_variables),
         metric_state=[v for m in metrics for v in m.variables],
     )
-    history = []
-    latest = tf.train.latest_checkpoint(str(checkpoint_dir)) if resume else None
-    if latest:
-        try:
-            checkpoint.restore(latest).assert_existing_objects_matched()
-        except (AssertionError, ValueError, tf.errors.OpError) as e:
-            raise DlcliError(
-                f"checkpoint {latest} does not fit this model and config ({str(e).strip().splitlines()[0][:160]})."
-            ) from None
-        if config.lr_schedule == "constant":  # a constant rate is a restored variable: honour a new --learning-rate
-            optimizer.learning_rate = config.learning_rate
-        history = rundir.read_history(run_dir / "history.csv")[: int(epoch_var.numpy())]
-        report("resume", epoch=int(epoch_var.numpy()), step=int(step_var.numpy()), steps=steps_per_epoch)
-    if chief:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if overwrite:
-            rundir.clear_run(run_dir)
-        if run_info is not None:
-            rundir.write_json(run_dir / "config.json", run_info)
-    manager = tf.train.CheckpointManager(checkpoint, str(save_dir), max_to_keep=3)
+    return State(model, optimizer, metrics, train_steps, eval_steps, epoch, step, checkpoint)
 
-    def save_checkpoint(number):
+
+def restore(state, config, run_dir, the_plan, report):
+    """Restores the latest checkpoint of `run_dir` into `state`, and the history up to it."""
+    latest = tf.train.latest_checkpoint(str(Path(run_dir) / "checkpoints"))
+    if not latest:
+        return
+    try:
+        state.checkpoint.restore(latest).assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+        raise DlcliError(
+            f"checkpoint {latest} does not fit this model and config ({str(e).strip().splitlines()[0][:160]})."
+        ) from None
+    if config.lr_schedule == "constant":  # a constant rate is a restored variable: honour a new --learning-rate
+        state.optimizer.learning_rate = config.learning_rate
+    state.history = rundir.read_history(Path(run_dir) / "history.csv")[: int(state.epoch.numpy())]
+    state.train_seconds = sum(row.get("seconds", 0) for row in state.history)
+    report("resume", epoch=int(state.epoch.numpy()), step=int(state.step.numpy()), steps=the_plan.steps_per_epoch)
+
+
+def start_run_dir(run_dir, overwrite, record):
+    """The chief's first write: only now, with the model built and any checkpoint restored,
+    does `overwrite` clear a previous run and the record become config.json."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        rundir.clear_run(run_dir)
+    if record is not None:
+        record.write(run_dir / "config.json")
+
+
+class Checkpoints:
+    """Saves the state: into RUN_DIR/checkpoints on the chief; into a scratch folder on the other
+    workers (under multi-worker every worker takes part in a save), deleted at the end."""
+
+    def __init__(self, state, run_dir, chief):
+        self.run_dir = Path(run_dir)
+        self.folder = self.run_dir / "checkpoints" if chief else Path(tempfile.mkdtemp(prefix="dlcli-worker-"))
+        self.chief = chief
+        self.manager = tf.train.CheckpointManager(state.checkpoint, str(self.folder), max_to_keep=3)
+
+    def save(self, number):
         try:
-            manager.save(checkpoint_number=number)
+            self.manager.save(checkpoint_number=number)
         except (OSError, tf.errors.OpError) as e:
-            last = tf.train.latest_checkpoint(str(save_dir)) or "none"
+            last = tf.train.latest_checkpoint(str(self.folder)) or "none"
             raise WriteError(
-                f"could not write checkpoint {number} in {save_dir} ({type(e).__name__}); the last good one is {last}."
+                f"could not write checkpoint {number} in {self.folder} ({type(e).__name__}); the last good one is {last}."
             ) from None
-    board = tf.summary.create_file_writer(str(rundir.logs_dir(run_dir))) if chief else None
 
-    def scalars(prefix, values, step):
-        if board is not None:
-            with board.as_default(step=step):
-                for name, value in values.items():
-                    tf.summary.scalar(f"{prefix}/{name}", value)
+    def latest(self):
+        return tf.train.latest_checkpoint(str(self.run_dir / "checkpoints"))
 
-    def interrupted(signum, where):
-        name = recipe.__name__.split(".")[-1]
-        return Interrupted(
-            f"stopped by {signal.Signals(signum).name} {where}; checkpoint saved. "
-            f"Continue with: dlcli train {name} -o {run_dir} --resume",
-            signum,
-        )
+    def close(self):
+        if not self.chief:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
+
+def train_epoch(state, config, strategy, train_source, n_train, the_plan, epoch, checkpoints, hooks, stop_requested, interrupted, report):
+    """Trains one epoch from where `state.step` says it stopped; returns (metrics row, seconds).
+    Checkpoints every `checkpoint_every` steps and when a stop signal arrives (then raises)."""
+    steps = the_plan.steps_per_epoch
+    done = int(state.step.numpy())
+    batched = epoch_batches(n_train, the_plan.global_batch, steps, config.seed, epoch)
+    iterator = iter(distribute(strategy, train_source, batched, start_step=done))
     started = time.perf_counter()
-    train_seconds = sum(row.get("seconds", 0) for row in history)
+    report("epoch_start", epoch=epoch + 1, epochs=config.epochs, steps=steps, done=done)
+    while done < steps:
+        n = min(the_plan.per_call, steps - done)
+        if config.checkpoint_every:  # stop each call at the next checkpoint boundary
+            n = min(n, config.checkpoint_every - (epoch * steps + done) % config.checkpoint_every)
+        state.train_steps(iterator, tf.constant(n))
+        done += n
+        logs = {m.name: float(m.result()) for m in state.metrics}
+        if not math.isfinite(logs["loss"]):
+            raise DlcliError(
+                f"the loss became {logs['loss']} in epoch {epoch + 1}, steps {done - n + 1}-{done}; "
+                f"lower --learning-rate. Last good checkpoint: {checkpoints.latest() or 'none yet'}."
+            )
+        report("steps", done=done, logs=logs)
+        global_step = epoch * steps + done
+        call_hooks(hooks, "on_steps", global_step, logs)
+        stop = stop_requested()
+        if done < steps and (stop or (config.checkpoint_every and global_step % config.checkpoint_every == 0)):
+            state.step.assign(done)
+            checkpoints.save(global_step)
+        if stop and done < steps:
+            # Another worker's signal stops this one too: it exits as if preempted.
+            raise interrupted(f"in epoch {epoch + 1} at step {done}/{steps}")
+    seconds = time.perf_counter() - started
+    state.train_seconds += seconds
+    return {"epoch": epoch + 1, **results(state.metrics)}, seconds
+
+
+def end_epoch(state, row, seconds, val_split, strategy, the_plan, run_dir, chief, checkpoints, hooks, report):
+    """Validation, the history row, history.csv and the epoch-end checkpoint; then the hooks.
+    Returns True when a hook asks training to stop."""
+    if count(val_split):
+        val = evaluate(strategy, state.eval_steps, state.metrics, val_split, the_plan.global_batch)
+        row.update({f"val_{k}": v for k, v in val.items()})
+    row.update(
+        learning_rate=float(keras.ops.convert_to_numpy(state.optimizer.learning_rate)),
+        seconds=round(seconds, 3),
+        examples_per_sec=round(the_plan.steps_per_epoch * the_plan.global_batch / seconds, 1),
+    )
+    state.history.append(row)
+    state.epoch.assign(row["epoch"])
+    state.step.assign(0)
+    if chief:
+        rundir.write_history(Path(run_dir) / "history.csv", state.history)
+    checkpoints.save(row["epoch"] * the_plan.steps_per_epoch)
+    report("epoch_end", row=row)
+    return call_hooks(hooks, "on_epoch_end", state, row)
+
+
+def finish(recipe, state, config, splits, test_split, strategy, the_plan, run_dir, chief, started, hooks):
+    """Test metrics, and on the chief the saved model (taking raw inputs) and metrics.json."""
+    test = evaluate(strategy, state.eval_steps, state.metrics, test_split, the_plan.global_batch)
+    trained_steps = len(state.history) * the_plan.steps_per_epoch
+    final = {
+        "test": test,
+        "test_examples": count(splits.test),
+        "epochs": config.epochs,
+        "wall_seconds": round(time.perf_counter() - started, 3),
+        "train_seconds": round(state.train_seconds, 3),
+        "examples_per_sec": round(trained_steps * the_plan.global_batch / state.train_seconds, 1) if state.train_seconds else None,
+    }
+    if chief:
+        # The saved model takes raw inputs: recipes with `splits.preprocess` fold it in.
+        saved = recipe.inference_model(state.model, splits) if hasattr(recipe, "inference_model") else state.model
+        rundir.save_model(saved, Path(run_dir) / "model.keras")
+        rundir.write_json(Path(run_dir) / "metrics.json", final)
+    call_hooks(hooks, "on_finish", state, final)
+    return final
+
+
+def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, overwrite=False, record=None, report=None, hooks=None):
+    """Trains `recipe` on `splits` under `strategy`; writes the run into `run_dir`.
+
+    Returns a `FitResult`. `report(event, **facts)` is called as training goes, for the CLI to
+    show progress; `hooks` are objects with any of `on_steps(global_step, logs)`,
+    `on_epoch_end(state, row) -> stop?` and `on_finish(state, final)` (the chief also logs
+    to TensorBoard through one). Nothing in `run_dir` changes until the model is built and any
+    checkpoint restored. Checkpoints (model, optimizer, dropout RNG state, partial-epoch
+    metrics and the position in the data) are saved at every epoch end, every
+    `config.checkpoint_every` steps, and on SIGTERM/SIGINT, so `resume=True` continues exactly
+    where the run stopped.
+    """
+    report = report or (lambda event, **facts: None)
+    run_dir = Path(run_dir)
+    started = time.perf_counter()
+
+    # 1. Plan the batches and put the data where tf.data reads it.
+    the_plan = plan(config, splits, strategy)
+    inputs = preprocessed(splits)  # what the steps see; `splits` keeps the raw inputs
+    train_source = examples(inputs.train)
+    report("start", replicas=strategy.num_replicas_in_sync, global_batch=the_plan.global_batch, steps_per_epoch=the_plan.steps_per_epoch)
+
+    # 2. Build, restore, and only then touch the run folder.
+    state = build(recipe, config, splits, strategy, the_plan, report)
+    if resume:
+        restore(state, config, run_dir, the_plan, report)
+    if chief:
+        start_run_dir(run_dir, overwrite, record)
+    hooks = [*(hooks or []), *([TensorBoardLog(rundir.logs_dir(run_dir))] if chief else [])]
+    checkpoints = Checkpoints(state, run_dir, chief)
+
+    # 3. Epochs: train, validate, checkpoint, hooks.
     with StopSignals() as signals:
         stop_requested = stop_check(strategy, signals)
-        for epoch in range(int(epoch_var.numpy()), config.epochs):
-            done = int(step_var.numpy())
-            batched = epoch_batches(n_train, global_batch, steps_per_epoch, config.seed, epoch)
-            iterator = iter(distribute(strategy, train_examples, batched, start_step=done))
-            epoch_start = time.perf_counter()
-            report("epoch_start", epoch=epoch + 1, epochs=config.epochs, steps=steps_per_epoch, done=done)
-            while done < steps_per_epoch:
-                n = min(per_call, steps_per_epoch - done)
-                if config.checkpoint_every:  # stop each call at the next checkpoint boundary
-                    n = min(n, config.checkpoint_every - (epoch * steps_per_epoch + done) % config.checkpoint_every)
-                train_steps(iterator, tf.constant(n))
-                done += n
-                logs = {m.name: float(m.result()) for m in metrics}
-                if not math.isfinite(logs["loss"]):
-                    last = tf.train.latest_checkpoint(str(checkpoint_dir)) or "none yet"
-                    raise DlcliError(
-                        f"the loss became {logs['loss']} in epoch {epoch + 1}, steps {done - n + 1}-{done}; "
-                        f"lower --learning-rate. Last good checkpoint: {last}."
-                    )
-                report("steps", done=done, logs=logs)
-                global_step = epoch * steps_per_epoch + done
-                scalars("train_steps", logs, global_step)
-                stop = stop_requested()
-                if done < steps_per_epoch and (stop or (config.checkpoint_every and global_step % config.checkpoint_every == 0)):
-                    step_var.assign(done)
-                    save_checkpoint(global_step)
-                if stop and done < steps_per_epoch:
-                    # Another worker's signal stops this one too: it exits as if preempted.
-                    raise interrupted(signals.received or signal.SIGTERM, f"in epoch {epoch + 1} at step {done}/{steps_per_epoch}")
-            seconds = time.perf_counter() - epoch_start
-            train_seconds += seconds
-            row = {"epoch": epoch + 1, **results(metrics)}
-            if len(inputs.val[0]):
-                val = evaluate(strategy, eval_steps, metrics, inputs.val, global_batch)
-                row.update({f"val_{k}": v for k, v in val.items()})
-            row.update(
-                learning_rate=float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
-                seconds=round(seconds, 3),
-                examples_per_sec=round(steps_per_epoch * global_batch / seconds, 1),
-            )
-            history.append(row)
-            scalars("epoch", {k: v for k, v in row.items() if k != "epoch"}, epoch + 1)
-            if board is not None:
-                board.flush()
-            epoch_var.assign(epoch + 1)
-            step_var.assign(0)
-            if chief:
-                rundir.write_history(run_dir / "history.csv", history)
-            save_checkpoint((epoch + 1) * steps_per_epoch)
-            report("epoch_end", row=row)
-            if stop_requested() and epoch + 1 < config.epochs:
-                raise interrupted(signals.received or signal.SIGTERM, f"after epoch {epoch + 1}")
 
-        # A signal from here on changes nothing: the run is complete once its artifacts are saved.
-        test = evaluate(strategy, eval_steps, metrics, inputs.test, global_batch)
-        trained_steps = len(history) * steps_per_epoch
-        final = {
-            "test": test,
-            "test_examples": len(splits.test[0]),
-            "epochs": config.epochs,
-            "wall_seconds": round(time.perf_counter() - started, 3),
-            "train_seconds": round(train_seconds, 3),
-            "examples_per_sec": round(trained_steps * global_batch / train_seconds, 1) if train_seconds else None,
-        }
-        if chief:
-            # The saved model takes raw inputs: recipes with `splits.preprocess` fold it in.
-            saved = recipe.inference_model(model, splits) if hasattr(recipe, "inference_model") else model
-            rundir.save_model(saved, run_dir / "model.keras")
-            # Baselines and pictures use a copy outside the strategy: under multi-worker the
-            # trained model's predict would wait on workers that have already finished.
-            local = predict.load_keras(run_dir / "model.keras")
-            if hasattr(recipe, "after_training"):
-                final["report"] = recipe.after_training(config, splits, local, run_dir)
-            pictures = plots.classifier_pictures(local, splits, run_dir) if splits.num_classes else []
-            final["pictures"] = sorted(p.name for p in [*pictures, *plots.redraw(run_dir)])
-            rundir.write_json(run_dir / "metrics.json", final)
-            if board is not None:
-                board.close()
-        else:
-            shutil.rmtree(save_dir, ignore_errors=True)
-    return final, model
+        def interrupted(where):
+            signum = signals.received or signal.SIGTERM
+            name = recipe.__name__.split(".")[-1]
+            return Interrupted(
+                f"stopped by {signal.Signals(signum).name} {where}; checkpoint saved. "
+                f"Continue with: dlcli train {name} -o {run_dir} --resume",
+                signum,
+            )
+
+        for epoch in range(int(state.epoch.numpy()), config.epochs):
+            row, seconds = train_epoch(
+                state, config, strategy, train_source, count(splits.train), the_plan, epoch,
+                checkpoints, hooks, stop_requested, interrupted, report,
+            )
+            if end_epoch(state, row, seconds, inputs.val, strategy, the_plan, run_dir, chief, checkpoints, hooks, report):
+                break
+            if stop_requested() and epoch + 1 < config.epochs:
+                raise interrupted(f"after epoch {epoch + 1}")
+
+        # 4. A signal from here on changes nothing: the run is complete once it is saved.
+        final = finish(recipe, state, config, splits, inputs.test, strategy, the_plan, run_dir, chief, started, hooks)
+    checkpoints.close()
+    return FitResult(final, state.model, state.history)

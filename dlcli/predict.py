@@ -10,11 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dlcli import rundir
 from dlcli.errors import DlcliError
 from dlcli.lazy import keras, tf
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
+from dlcli.run import Run, RunRecord
+from dlcli.sources.image_folder import EXTENSIONS as IMAGE_SUFFIXES
 
 
 def sidecar(artifact):
@@ -24,10 +23,11 @@ def sidecar(artifact):
 
 
 def locate(path):
-    """(run info, kind, artifact path) for a run folder, a .keras/.tflite file or a SavedModel folder."""
+    """(run record, kind, artifact path) for a run folder, a .keras/.tflite file or a SavedModel folder."""
     path = Path(path)
     if path.is_dir() and (path / "config.json").is_file() and (path / "model.keras").is_file():
-        return rundir.read_json(path / "config.json"), "keras", path / "model.keras"
+        run = Run(path)
+        return run.record, "keras", run.model_path
     if path.is_dir() and (path / "saved_model.pb").is_file():
         kind = "savedmodel"
     elif path.is_file() and path.suffix in (".keras", ".tflite"):
@@ -39,7 +39,7 @@ def locate(path):
     candidates = [sidecar(path), *(parent / "config.json" for parent in path.parents)]
     for candidate in candidates:
         if candidate.is_file():
-            return rundir.read_json(candidate), kind, path
+            return RunRecord.read(candidate), kind, path
     raise DlcliError(f"{path} has no dlcli.json beside it: export it with `dlcli export RUN_DIR`.")
 
 
@@ -94,13 +94,13 @@ def predictor(kind, path, unsafe=False):
 # ## Images in, classes out: what the image recipes share
 
 
-def read_images(info, inputs):
+def read_images(record, inputs):
     """(batch, names): the image files `inputs` as a uint8 batch shaped like the model's input.
 
     Colour pictures for a grey model are converted to grey (and grey to colour), other sizes
     are resized: anything readable as an image works. Files that are not images are refused.
     """
-    height, width, channels = info["data"]["input_shape"]
+    height, width, channels = record.data.input_shape
     images = []
     for name in inputs:
         path = Path(name)
@@ -122,9 +122,9 @@ def read_images(info, inputs):
     return np.stack(images), list(inputs)
 
 
-def classify(info, outputs, names, context):
+def classify(record, outputs, names, context):
     """One row per input: the top class, its probability, and the top-k classes."""
-    classes = info["data"]["class_names"] or [str(i) for i in range(outputs.shape[-1])]
+    classes = record.data.class_names or [str(i) for i in range(outputs.shape[-1])]
     probabilities = tf.nn.softmax(outputs.astype(np.float32), axis=-1).numpy()
     rows = []
     for name, p in zip(names, probabilities):
@@ -140,9 +140,9 @@ def classify(info, outputs, names, context):
 
 def csv_rows(path, columns):
     """The named columns of a CSV file as float32 rows, for models that read tables."""
-    from dlcli import data
+    from dlcli.sources import csv_table
 
-    values, dropped = data.csv_columns(path, columns)
+    values, dropped = csv_table.numeric(csv_table.load(path, None), columns)
     if dropped:
         raise DlcliError(f"{path}: {dropped} row(s) have missing values; predictions need complete rows.")
     return values.astype(np.float32)

@@ -1,40 +1,99 @@
 """Recipes are the modules of the `recipes` package, found by file name.
 
-Adding `recipes/<name>.py` adds the recipe `<name>`: no list to edit. A recipe module holds
-what is specific to it:
-
-- a module docstring: the first line is the summary; the rest says what it modernises,
-  the reference result and the command that reproduces it;
-- `Config`: a dataclass of defaults, extending `dlcli.config.TrainConfig`;
-- `DATASETS`: the dataset names it accepts, mapped to a one-line description;
-- `MODERNISES`: (old TF1/PyTorch idiom, modern Keras form) pairs, shown by `dlcli show`;
-- `load_data(config) -> dlcli.data.Splits`, `build_model(config, splits) -> keras.Model`,
-  `loss(config)` (a per-example Keras loss) and `metrics(config)` (Keras metrics);
-- `QUICK`: config overrides for a fast offline run (the tests train every recipe with it);
-- `read_inputs(info, inputs) -> (batch, names)` and `describe(info, outputs, names, context)
-  -> rows`, for `dlcli predict` (info is the run's config.json);
-- optionally `optimizer(config, learning_rate)` when Adam is not the right default;
-  `after_training(config, splits, model, run_dir) -> dict` for baselines and pictures (merged
-  into metrics.json as "report"; `model` is the saved, raw-input model); `inference_model(model, splits)` when the data pipeline
-  preprocesses inputs (`splits.preprocess`), to save a model that takes raw inputs.
-
-Importing a recipe module must not import TensorFlow (use `dlcli.lazy`).
+Adding `recipes/<name>.py` adds the recipe `<name>`: no list to edit. What a recipe module must
+and may hold is `Recipe` below; `load` checks every module against it and names what is missing
+or has the wrong parameters. Importing a recipe module must not import TensorFlow (use
+`dlcli.lazy`), so `dlcli list` and `show` stay instant.
 """
 
 import ast
 import difflib
 import importlib
+import inspect
 import pkgutil
 from pathlib import Path
+from typing import Protocol
 
 import recipes
 
 from dlcli.errors import DlcliError
 
-REQUIRED = (
-    "Config", "DATASETS", "MODERNISES", "QUICK", "load_data", "build_model", "loss", "metrics",
-    "read_inputs", "describe",
-)
+
+class Recipe(Protocol):
+    """The recipe contract. The module docstring's first line is the summary `dlcli list`
+    shows; the rest says what it modernises, the reference result and the command
+    (`Reproduce: dlcli train ...`) that reproduces it."""
+
+    Config: type  # a dataclass of defaults extending dlcli.config.TrainConfig
+    DATASETS: dict  # --dataset names -> one-line descriptions
+    DATA_KINDS: set  # what --data may hold: "images", "text", "table" (see dlcli.sources)
+    MODERNISES: list  # (old TF1/PyTorch idiom, modern Keras form) pairs, shown by `dlcli show`
+    QUICK: dict  # config overrides for a fast offline run: the tests train every recipe with it
+
+    def load_data(self, config):
+        """-> dlcli.data.Splits"""
+
+    def build_model(self, config, splits):
+        """-> keras.Model taking raw inputs (or preprocessed ones, with `inference_model`)"""
+
+    def loss(self, config):
+        """-> a per-example Keras loss (reduction=None): the loop averages over the global batch"""
+
+    def metrics(self, config):
+        """-> a list of Keras metrics"""
+
+    def read_inputs(self, record, inputs):
+        """-> (batch, names): `dlcli predict`'s inputs (paths or texts) as the model's raw input"""
+
+    def describe(self, record, outputs, names, context):
+        """-> one dict per input, for `dlcli predict`'s table or JSON"""
+
+
+class OptionalHooks(Protocol):
+    """Hooks a recipe may add."""
+
+    def optimizer(self, config, learning_rate):
+        """-> a Keras optimizer, when Adam is not the right default"""
+
+    def after_training(self, config, splits, model, run_dir):
+        """-> dict of baselines and facts, merged into metrics.json as "report" (a "pictures"
+        list names the PNG files it wrote); `model` is the saved, raw-input model"""
+
+    def inference_model(self, model, splits):
+        """-> the model to save, taking raw inputs, when `splits.preprocess` preprocesses them"""
+
+
+def _hooks(protocol):
+    """{name: parameter names} of a Protocol's functions (without self)."""
+    return {
+        name: list(inspect.signature(function).parameters)[1:]
+        for name, function in vars(protocol).items()
+        if inspect.isfunction(function) and not name.startswith("_")
+    }
+
+
+REQUIRED_HOOKS = _hooks(Recipe)
+OPTIONAL_HOOKS = _hooks(OptionalHooks)
+REQUIRED_ATTRIBUTES = [name for name in Recipe.__annotations__]
+REQUIRED = (*REQUIRED_ATTRIBUTES, *REQUIRED_HOOKS)
+
+
+def check_contract(name, module):
+    """Raises DlcliError naming every attribute or hook `module` lacks or declares wrongly."""
+    problems = [f"lacks {attr}" for attr in REQUIRED if not hasattr(module, attr)]
+    for hook, params in {**REQUIRED_HOOKS, **OPTIONAL_HOOKS}.items():
+        function = getattr(module, hook, None)
+        if function is None:
+            continue
+        try:
+            found = inspect.signature(function).parameters
+        except (TypeError, ValueError):
+            problems.append(f"{hook} is not a function")
+            continue
+        if len(found) != len(params):
+            problems.append(f"{hook} takes ({', '.join(found)}), not ({', '.join(params)})")
+    if problems:
+        raise DlcliError(f"recipe '{name}' is incomplete: it {'; '.join(problems)} (see dlcli.registry.Recipe).")
 
 
 def recipe_names():
@@ -62,7 +121,5 @@ def check_name(name):
 def load(name):
     """Imports and returns the recipe module `name`."""
     module = importlib.import_module(f"recipes.{check_name(name)}")
-    missing = [attr for attr in REQUIRED if not hasattr(module, attr)]
-    if missing:
-        raise DlcliError(f"recipe '{name}' is incomplete: it lacks {', '.join(missing)}.")
+    check_contract(name, module)
     return module

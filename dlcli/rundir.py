@@ -166,17 +166,6 @@ def clear_run(path):
             target.unlink()
 
 
-def check_run_dir(path):
-    """Returns the run folder if it holds a finished run (config.json and model.keras)."""
-    path = Path(path)
-    if not path.is_dir():
-        raise DlcliError(f"run folder not found: {path}")
-    for name in ("config.json", "model.keras"):
-        if not (path / name).is_file():
-            raise DlcliError(f"{path} is not a dlcli run folder: it has no {name}. Train one with `dlcli train RECIPE -o {path}`.")
-    return path
-
-
 def versions():
     import keras
     import tensorflow as tf

@@ -26,6 +26,7 @@ from dlcli.config import TrainConfig
 from dlcli.lazy import keras, tf
 
 DATASETS = {k: v for k, v in data.IMAGE_DATASETS.items() if k != "cifar10"}
+DATA_KINDS = {"images"}
 MODERNISES = [
     ("X = tf.placeholder('float', [None, 784])", "keras.Input((28, 28, 1)) + Rescaling + Flatten"),
     ("weights = {'encoder_h1': tf.Variable(tf.random_normal([784, 256])), ...}", "layers.Dense(256), created and tracked by Keras"),
@@ -105,7 +106,7 @@ def after_training(config, splits, model, run_dir):
         "test_mse": autoencoder_mse,
         f"pca{config.latent}_test_mse": pca_mse,
         "beats_pca": autoencoder_mse < pca_mse,
-        "picture": "reconstructions.png",
+        "pictures": ["reconstructions.png"],
     }
 
 
@@ -123,7 +124,7 @@ def write_grid(originals, reconstructions, path):
 read_inputs = predict.read_images
 
 
-def describe(info, outputs, names, context):
+def describe(record, outputs, names, context):
     out_dir = context["out_dir"]
     out_dir.mkdir(parents=True, exist_ok=True)
     images = context["batch"]

@@ -17,11 +17,11 @@ Reproduce: dlcli train cnn --data ../shared/data/mnist
 from dataclasses import dataclass
 from typing import Literal
 
-from dlcli import data, predict
 from dlcli.config import TrainConfig
+# The data, loss, metric and predict hooks every image classifier shares:
+from dlcli.image_classifier import DATA_KINDS, DATASETS, describe, load_data, loss, metrics, read_inputs  # noqa: F401
 from dlcli.lazy import keras
 
-DATASETS = data.IMAGE_DATASETS
 MODERNISES = [
     ("x = tf.placeholder(tf.float32, [None, 784])", "keras.Input(shape=(28, 28, 1)), batches from tf.data"),
     ("tf.reshape(x, [-1, 28, 28, 1]) / 255", "layers.Rescaling(1 / 255) inside the model"),
@@ -44,14 +44,6 @@ class Config(TrainConfig):
     arch: Literal["source", "tf1", "lenet5"] = "source"
     dropout: float = 0.25  # before the classifier (keras-io mnist_convnet has 0.5 and no Dense64)
 
-
-# ## Prepare the data
-# Images arrive as uint8 arrays (N, height, width, channels) with integer labels; scaling to
-# [0, 1] happens in the model, so a saved model takes raw pixels.
-
-
-def load_data(config):
-    return data.load_images(config)
 
 
 # ## Build the model
@@ -76,9 +68,9 @@ def build_model(config, splits):
     else:  # LeNet-5 as in the PyTorch snippet: the 28x28 input is padded to LeNet's 32x32
         x = layers.ZeroPadding2D(2)(x) if splits.input_shape[0] == 28 else x
         x = layers.Conv2D(6, 5, activation="relu")(x)
-        x = layers.AveragePooling2D()(x)
+        x = layers.AveragePooling2D(2)(x)  # Keras 3.15 needs the pool size
         x = layers.Conv2D(16, 5, activation="relu")(x)
-        x = layers.AveragePooling2D()(x)
+        x = layers.AveragePooling2D(2)(x)  # Keras 3.15 needs the pool size
         x = layers.Flatten()(x)
         x = layers.Dense(120, activation="relu")(x)
         x = layers.Dense(84, activation="relu")(x)
@@ -86,19 +78,3 @@ def build_model(config, splits):
     # Logits in float32 even under mixed precision: the softmax lives in the loss.
     outputs = layers.Dense(splits.num_classes, dtype="float32", name="logits")(x)
     return keras.Model(inputs, outputs, name=f"cnn_{config.arch}")
-
-
-# ## Loss and metrics
-
-
-def loss(config):
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
-
-
-def metrics(config):
-    return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-
-
-# ## Predict: image files in (any size, grey or colour), classes out
-read_inputs = predict.read_images
-describe = predict.classify

@@ -18,7 +18,6 @@ Reproduce: dlcli train forecast
 """
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -27,8 +26,10 @@ from dlcli import data, predict, rundir
 from dlcli.config import TrainConfig
 from dlcli.errors import DlcliError
 from dlcli.lazy import keras
+from dlcli.sources import csv_table
 
 DATASETS = {"synthetic": "a seasonal series (period 24) with AR(1) noise (generated, offline)"}
+DATA_KINDS = {"table"}
 MODERNISES = [
     ("MinMaxScaler().fit(whole_series)", "Normalization layer with the training part's mean/std, inverted at the output"),
     ("for i in range(60, len(data)): X.append(data[i-60:i])", "keras.utils.timeseries_dataset_from_array"),
@@ -84,7 +85,7 @@ def load_data(config):
     train, val, test = ((x[p][..., None], y[p][:, None]) for p in parts)
     return data.Splits(
         train=train, val=val, test=test, input_shape=(config.window, 1), source=source,
-        info={"mean": float(mean), "std": float(std), "series": series, "test_start": val_end},
+        info={"mean": float(mean), "std": float(std), "series": series, "test_start": val_end}, kind="series",
     )
 
 
@@ -104,12 +105,10 @@ def synthetic(length):
 
 
 def read_series(config):
-    if Path(config.data).suffix.lower() != ".csv":
-        raise DlcliError(f"--data for forecast must be a .csv file with a header row. Received: {config.data}")
+    table = data.load_local(config, DATA_KINDS)
     if not config.column:
-        header, _ = data.read_csv(config.data)
-        raise DlcliError(f"say which column holds the series: --set column=NAME. Columns of {config.data}: {', '.join(header)}.")
-    values, dropped = data.csv_columns(config.data, [config.column])
+        raise DlcliError(f"say which column holds the series: --set column=NAME. Columns of {config.data}: {', '.join(table.header)}.")
+    values, dropped = csv_table.numeric(table, [config.column])
     return values[:, 0], f"{config.data} column {config.column} ({len(values)} values, {dropped} missing dropped)"
 
 
@@ -161,11 +160,11 @@ def after_training(config, splits, model, run_dir):
 # ## Predict: a CSV series in (its last `window` values are used), the next value out
 
 
-def read_inputs(info, inputs):
-    config = info["config"]
+def read_inputs(record, inputs):
+    config = record.config
     windows = []
     for path in inputs:
-        column = config["column"] or data.read_csv(path)[0][-1]  # default: the last column
+        column = config["column"] or csv_table.load(path, None).header[-1]  # default: the last column
         series = predict.csv_rows(path, [column])[:, 0]
         if len(series) < config["window"]:
             raise DlcliError(f"{path} holds {len(series)} values; the model reads the last {config['window']}.")
@@ -173,5 +172,5 @@ def read_inputs(info, inputs):
     return np.stack(windows), list(inputs)
 
 
-def describe(info, outputs, names, context):
+def describe(record, outputs, names, context):
     return [{"input": name, "next_value": round(float(value), 4)} for name, value in zip(names, outputs[:, 0])]

@@ -19,8 +19,6 @@ Reference: keras-io's bidirectional LSTM reaches 0.843 IMDB test accuracy after 
 Reproduce: dlcli train lstm --data ../shared/data/imdb
 """
 
-import re
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -29,8 +27,9 @@ import numpy as np
 
 from dlcli import data, ui
 from dlcli.config import TrainConfig
-from dlcli.errors import DlcliError
 from dlcli.lazy import keras, tf
+from dlcli.sources import tfds
+from dlcli.sources.aclimdb import one_line
 
 DATASETS = {
     "imdb_reviews": "IMDB movie reviews, 25k train / 25k test (tensorflow-datasets; downloads once)",
@@ -44,7 +43,7 @@ MODERNISES = [
     ("model.save('imdb.h5') without the tokenizer", "model.keras with TextVectorization: it reads raw strings"),
 ]
 QUICK = {"dataset": "synthetic", "epochs": 2, "units": 16, "embedding_dim": 16, "sequence_length": 32, "learning_rate": 5e-3}
-REVIEW_PATH = re.compile(r"(?:^|/)(train|test)/(pos|neg)/[^/]+\.txt$")
+DATA_KINDS = {"text"}
 
 
 @dataclass
@@ -68,12 +67,13 @@ class Config(TrainConfig):
 
 def load_data(config):
     if config.data is not None:
-        (train, test), source = read_aclimdb(Path(config.data))
+        found = data.load_local(config, DATA_KINDS)
+        train, test, source = found.train, found.test, found.description
     elif config.dataset == "synthetic":
         train, test, source = synthetic_reviews(2000, seed=0), synthetic_reviews(500, seed=1), "synthetic reviews"
     else:
-        builder = data.tfds_builder("imdb_reviews", config.data_dir)
-        train, test = (decode_tfds(data.tfds_arrays(builder, split)) for split in ("train", "test"))
+        builder = tfds.builder("imdb_reviews", config.data_dir)
+        train, test = (decode_tfds(tfds.arrays(builder, split)) for split in ("train", "test"))
         source = "tensorflow-datasets imdb_reviews"
     # Reviews arrive grouped by label; mix them (fixed seed) before the validation tail is cut.
     order = np.random.default_rng(0).permutation(len(train[0]))
@@ -84,75 +84,13 @@ def load_data(config):
     vectorize.adapt(tf.data.Dataset.from_tensor_slices(train[0].astype(str)).batch(1024))
     return data.Splits(
         train=train, val=val, test=test, input_shape=(config.sequence_length,), source=source,
-        num_classes=2, class_names=["negative", "positive"], preprocess=vectorize,
+        num_classes=2, class_names=["negative", "positive"], preprocess=vectorize, kind="text",
     )
-
-
-def one_line(text):
-    """The text with every line break Python knows (\\x85, \\u2028, ...) made a space.
-
-    Keras saves the vocabulary one token per line and reads it back with splitlines(): a token
-    holding such a character would make the saved model impossible to load.
-    """
-    return " ".join(text.splitlines())
 
 
 def decode_tfds(arrays):
     texts, labels = arrays
     return np.array([one_line(t.decode("utf-8", "replace")) for t in texts], object), labels.astype(np.float32)[:, None]
-
-
-def review_files(path):
-    """(split, label, name, read) for every review of an aclImdb folder, tarball or folder of
-    tarballs; `read()` returns its bytes. Tarballs are read in place, never extracted, so no
-    archive member is written anywhere (links and devices are skipped)."""
-    archives = [path] if path.is_file() else sorted([*path.glob("*.tar.gz"), *path.glob("*.tgz"), *path.glob("*.tar")])
-    for archive in archives:
-        try:
-            with tarfile.open(archive) as tar:
-                for member in tar:
-                    match = REVIEW_PATH.search(member.name)
-                    if member.isfile() and match:
-                        yield (*match.groups(), member.name, lambda tar=tar, member=member: tar.extractfile(member).read())
-        except (tarfile.TarError, OSError, EOFError) as e:
-            raise DlcliError(f"cannot read {archive} as a tar archive: {e}") from None
-    if not archives:
-        root = path / "aclImdb" if (path / "aclImdb").is_dir() else path
-        for split in ("train", "test"):
-            for label in ("pos", "neg"):
-                folder = root / split / label
-                for file in sorted(folder.glob("*.txt")) if folder.is_dir() else []:
-                    yield split, label, f"{split}/{label}/{file.name}", file.read_bytes
-
-
-def read_aclimdb(path):
-    """((train_x, train_y), (test_x, test_y)) from an aclImdb folder, tarball, or folder of tarballs.
-
-    Files that are not valid UTF-8 are decoded with replacement characters and counted.
-    """
-    reviews = {("train", "pos"): [], ("train", "neg"): [], ("test", "pos"): [], ("test", "neg"): []}
-    not_utf8 = 0
-    for split, label, name, read in review_files(path):
-        raw = read()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            text, not_utf8 = raw.decode("utf-8", "replace"), not_utf8 + 1
-        reviews[(split, label)].append((name, one_line(text)))
-    empty = [f"{split}/{label}" for (split, label), found in reviews.items() if not found]
-    if empty:
-        raise DlcliError(
-            f"{path} is not an aclImdb dataset: no reviews in {', '.join(empty)} "
-            "(expected train/pos, train/neg, test/pos, test/neg folders of .txt files)."
-        )
-    out = []
-    for split in ("train", "test"):
-        pairs = sorted(reviews[(split, "pos")]) + sorted(reviews[(split, "neg")])
-        texts = np.array([text for _, text in pairs], object)
-        labels = np.array([1.0] * len(reviews[(split, "pos")]) + [0.0] * len(reviews[(split, "neg")]), np.float32)
-        out.append((texts, labels[:, None]))
-    note = f", {not_utf8} files not UTF-8 (decoded with replacement)" if not_utf8 else ""
-    return out, f"aclImdb reviews in {path}{note}"
 
 
 POSITIVE = "great wonderful superb moving brilliant delightful charming excellent".split()
@@ -207,12 +145,12 @@ def metrics(config):
 # ## Predict: review texts (or text files) in, the probability of "positive" out
 
 
-def read_inputs(info, inputs):
+def read_inputs(record, inputs):
     texts = [one_line(Path(x).read_text(encoding="utf-8", errors="replace") if Path(x).is_file() else x) for x in inputs]
     return np.array(texts, object), [x if len(x) <= 40 else x[:37] + "..." for x in inputs]
 
 
-def describe(info, outputs, names, context):
+def describe(record, outputs, names, context):
     return [
         {"input": name, "sentiment": "positive" if p >= 0.5 else "negative", "probability_positive": round(float(p), 4)}
         for name, p in zip(names, outputs[:, 0])

@@ -19,7 +19,6 @@ Reproduce: dlcli train regression --data ../shared/data/auto_mpg/auto-mpg.data
 """
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -28,6 +27,7 @@ from dlcli import data, predict
 from dlcli.config import TrainConfig
 from dlcli.errors import DlcliError
 from dlcli.lazy import keras
+from dlcli.sources import auto_mpg, csv_table, tfds
 
 DATASETS = {
     "synthetic": "y = x.w + b + noise with known w and b (generated, offline)",
@@ -40,9 +40,8 @@ MODERNISES = [
     ("tf.train.GradientDescentOptimizer(lr).minimize(cost) over all rows", "SGD on the full batch (batch_size=0) in dlcli's loop"),
     ("for epoch in range(n): sess.run(optimizer, feed_dict=...)", "epochs x steps_per_epoch gradient steps"),
 ]
+DATA_KINDS = {"table"}
 QUICK = {"epochs": 2, "steps_per_epoch": 100}
-AUTO_MPG_URL = "http://archive.ics.uci.edu/ml/machine-learning-databases/auto-mpg/auto-mpg.data"
-AUTO_MPG_COLUMNS = ["mpg", "cylinders", "displacement", "horsepower", "weight", "acceleration", "model_year", "origin"]
 
 
 @dataclass
@@ -66,22 +65,36 @@ class Config(TrainConfig):
 
 
 def load_data(config):
-    if config.data is not None and Path(config.data).suffix.lower() == ".csv":
-        x, y, names, source = read_csv_table(config)
-    elif config.data is not None or config.dataset == "auto_mpg":
-        path = config.data or data.download(
-            AUTO_MPG_URL, "auto-mpg.data", "Pass the file with --data PATH/auto-mpg.data instead."
-        )
-        x, y, names, source = read_auto_mpg(Path(path))
+    truth = None
+    if config.data is not None:
+        x, y, names, source, target = columns(data.load_local(config, DATA_KINDS), config)
+    elif config.dataset == "auto_mpg":
+        path = tfds.download("auto_mpg", "Pass the file with --data PATH/auto-mpg.data instead.")
+        x, y, names, source, target = columns(auto_mpg.load(path, config), config)
     else:
         x, y, names, source, truth = synthetic(config)
-    info = {"feature_names": names, "truth": truth if config.data is None and config.dataset == "synthetic" else None}
+        target = "y"
     order = np.random.default_rng(0).permutation(len(x))  # a fixed split, whatever the training seed
     n_test = len(x) // 5
     test, train = order[:n_test], order[n_test:]
     train, val = data.holdout((x[train], y[train]), config.validation_split)
-    info["mean"], info["std"] = train[0].mean(0), train[0].std(0) + 1e-12
-    return data.Splits(train=train, val=val, test=(x[test], y[test]), input_shape=(x.shape[1],), source=source, info=info)
+    info = {"truth": truth, "mean": train[0].mean(0), "std": train[0].std(0) + 1e-12}
+    return data.Splits(
+        train=train, val=val, test=(x[test], y[test]), input_shape=(x.shape[1],), source=source, info=info,
+        kind="table", feature_names=names, target=target,
+    )
+
+
+def columns(table, config):
+    """(features, target values, feature names, source, target name) from a table: the target is `--set target`,
+    else the table's own (mpg for Auto MPG); the features `--set columns`, else the rest."""
+    target = config.target or table.target
+    if not target:
+        raise DlcliError(f"say which column to predict: --set target=COLUMN. Columns of {table.path}: {', '.join(table.header)}.")
+    features = [c.strip() for c in config.columns.split(",") if c.strip()] or [c for c in table.header if c != target]
+    values, dropped = csv_table.numeric(table, [target, *features])
+    source = f"{table.description} ({len(values)} rows, {dropped} with missing values dropped)"
+    return values[:, 1:].astype(np.float32), values[:, :1].astype(np.float32), features, source, target
 
 
 def synthetic(config):
@@ -93,44 +106,6 @@ def synthetic(config):
     names = [f"x{i}" for i in range(config.features)]
     truth = {"weights": weights.tolist(), "bias": bias}
     return x.astype(np.float32), y[:, None].astype(np.float32), names, f"synthetic ({config.samples} rows)", truth
-
-
-def read_auto_mpg(path):
-    """The UCI file: whitespace-separated numbers, a tab, the quoted car name; '?' = missing."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DlcliError(f"cannot read {path} as the UCI auto-mpg.data file: {e}") from None
-    rows, dropped = [], 0
-    for number, line in enumerate(lines, start=1):
-        fields = line.split("\t")[0].split()
-        if not fields:
-            continue
-        if len(fields) != len(AUTO_MPG_COLUMNS):
-            raise DlcliError(f"{path} line {number} has {len(fields)} numbers, not the {len(AUTO_MPG_COLUMNS)} of auto-mpg.data (use a .csv with --set target=COLUMN for other tables).")
-        if "?" in fields:
-            dropped += 1
-            continue
-        try:
-            rows.append([float(f) for f in fields])
-        except ValueError:
-            raise DlcliError(f"{path} line {number} holds a value that is not a number: {line.strip()[:60]!r}") from None
-    table = np.array(rows, np.float64)
-    # Origin is a category (1 USA, 2 Europe, 3 Japan): one-hot, with USA as the baseline.
-    origin = table[:, 7]
-    x = np.column_stack([table[:, 1:7], origin == 2, origin == 3]).astype(np.float32)
-    names = AUTO_MPG_COLUMNS[1:7] + ["europe", "japan"]
-    return x, table[:, :1].astype(np.float32), names, f"Auto MPG {path} ({len(rows)} rows, {dropped} with missing values dropped)"
-
-
-def read_csv_table(config):
-    header, _ = data.read_csv(config.data)
-    if not config.target:
-        raise DlcliError(f"say which column to predict: --set target=COLUMN. Columns of {config.data}: {', '.join(header)}.")
-    features = [c.strip() for c in config.columns.split(",") if c.strip()] or [c for c in header if c != config.target]
-    table, dropped = data.csv_columns(config.data, [config.target, *features])
-    source = f"{config.data} ({len(table)} rows, {dropped} with missing values dropped)"
-    return table[:, 1:].astype(np.float32), table[:, :1].astype(np.float32), features, source
 
 
 # ## The model: standardise, then one linear unit
@@ -175,8 +150,8 @@ def after_training(config, splits, model, run_dir):
         "test_mse": float((residual**2).mean()),
         "test_r2": float(1 - (residual**2).sum() / ((y_test[:, 0] - y_test[:, 0].mean()) ** 2).sum()),
         "weights_vs_least_squares": float(np.linalg.norm(learned - least_squares) / np.linalg.norm(least_squares)),
-        "weights": dict(zip([*splits.info["feature_names"], "bias"], learned.round(5).tolist())),
-        "least_squares": dict(zip([*splits.info["feature_names"], "bias"], least_squares.round(5).tolist())),
+        "weights": dict(zip([*splits.feature_names, "bias"], learned.round(5).tolist())),
+        "least_squares": dict(zip([*splits.feature_names, "bias"], least_squares.round(5).tolist())),
     }
     truth = splits.info.get("truth")
     if truth:
@@ -192,13 +167,13 @@ def after_training(config, splits, model, run_dir):
 # ## Predict: CSV files with the feature columns in, one prediction per row out
 
 
-def read_inputs(info, inputs):
-    features = info["data"]["feature_names"]
+def read_inputs(record, inputs):
+    features = record.data.feature_names
     tables = [predict.csv_rows(path, features) for path in inputs]
     names = [f"{path}:{row + 2}" for path, table in zip(inputs, tables) for row in range(len(table))]
     return np.concatenate(tables), names
 
 
-def describe(info, outputs, names, context):
-    target = info["config"].get("target") or ("mpg" if "Auto MPG" in info.get("data_source", "") else "y")
+def describe(record, outputs, names, context):
+    target = record.data.target or "y"
     return [{"input": name, target: round(float(value), 4)} for name, value in zip(names, outputs[:, 0])]

@@ -12,11 +12,11 @@ Reproduce: dlcli train rnn --data ../shared/data/mnist
 from dataclasses import dataclass
 from typing import Literal
 
-from dlcli import data, predict
 from dlcli.config import TrainConfig
+# The data, loss, metric and predict hooks every image classifier shares:
+from dlcli.image_classifier import DATA_KINDS, DATASETS, describe, load_data, loss, metrics, read_inputs  # noqa: F401
 from dlcli.lazy import keras
 
-DATASETS = data.IMAGE_DATASETS
 MODERNISES = [
     ("x = tf.placeholder(tf.float32, [None, 28, 28]); tf.unstack(x, 28, 1)", "keras.Input((28, 28, 1)) + layers.Reshape((28, 28))"),
     ("tf.contrib.rnn.BasicLSTMCell(128) + tf.nn.static_rnn(cell, x)", "layers.LSTM(128): fused cuDNN kernel on GPU"),
@@ -37,9 +37,6 @@ class Config(TrainConfig):
     units: int = 128
 
 
-def load_data(config):
-    return data.load_images(config)
-
 
 # ## The model: rows are time steps, pixels of a row are features
 
@@ -52,16 +49,3 @@ def build_model(config, splits):
     x = keras.layers.LSTM(config.units)(x)
     outputs = keras.layers.Dense(splits.num_classes, dtype="float32", name="logits")(x)
     return keras.Model(inputs, outputs, name="row_lstm")
-
-
-def loss(config):
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
-
-
-def metrics(config):
-    return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-
-
-# ## Predict: image files in (any size, grey or colour), classes out
-read_inputs = predict.read_images
-describe = predict.classify

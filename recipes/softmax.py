@@ -12,11 +12,11 @@ Reproduce: dlcli train softmax --data ../shared/data/mnist
 from dataclasses import dataclass
 from typing import Literal
 
-from dlcli import data, predict
 from dlcli.config import TrainConfig
+# The data, loss, metric and predict hooks every image classifier shares:
+from dlcli.image_classifier import DATA_KINDS, DATASETS, describe, load_data, loss, metrics, read_inputs  # noqa: F401
 from dlcli.lazy import keras
 
-DATASETS = data.IMAGE_DATASETS
 MODERNISES = [
     ("x = tf.placeholder(tf.float32, [None, 784])", "keras.Input(shape=(28, 28, 1)) + layers.Flatten()"),
     ("W = tf.Variable(tf.zeros([784, 10])); b = tf.Variable(tf.zeros([10]))", "layers.Dense(10, kernel_initializer='zeros')"),
@@ -37,9 +37,6 @@ class Config(TrainConfig):
     momentum: float = 0.0  # plain SGD, as the source
 
 
-def load_data(config):
-    return data.load_images(config)
-
 
 # ## The model: one affine map from pixels to class scores
 
@@ -54,16 +51,3 @@ def build_model(config, splits):
 
 def optimizer(config, learning_rate):
     return keras.optimizers.SGD(learning_rate, momentum=config.momentum)
-
-
-def loss(config):
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
-
-
-def metrics(config):
-    return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-
-
-# ## Predict: image files in (any size, grey or colour), classes out
-read_inputs = predict.read_images
-describe = predict.classify

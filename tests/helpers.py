@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlcli.data import IDX_FILES
+from dlcli.sources.idx import FILES as IDX_FILES
 
 
 def write_idx(path, array, magic=None, compress=True):

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from dlcli import registry
 from dlcli.cli import app
+from dlcli.run import DataSpec, RunRecord
 from tests.helpers import write_idx, write_idx_folder
 
 runner = CliRunner()
@@ -96,7 +97,7 @@ def test_unknown_command_and_option_are_one_line_usage_errors():
         (["train", "cnn", "--set", "epochs=ten"], ["epochs must be int. Received: epochs='ten'"]),
         (["train", "cnn", "--set", "lr=0.1"], ["unknown config key 'lr'", "Valid keys:"]),
         (["train", "cnn", "--set", "arch"], ["--set expects key=value"]),
-        (["train", "cnn", "--strategy", "warp"], ["unknown strategy 'warp'", "mirrored"]),
+        (["train", "cnn", "--strategy", "warp"], ["'warp' is not one of", "mirrored"]),
         (["train", "cnn", "--cpu-devices", "0"], ["--cpu-devices must be a positive integer"]),
         (["train", "cnn", "--resume"], ["--resume needs --output"]),
         (["train", "cnn", "--config", "/no/such.toml"], ["config file not found"]),
@@ -143,8 +144,11 @@ def test_existing_run_is_never_overwritten_without_asking(tmp_path):
 def test_resume_refuses_a_run_of_another_recipe(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.json").write_text(json.dumps({"recipe": "lstm", "config": {}}))
+    record = RunRecord(recipe="lstm", config={}, data=DataSpec(kind="text", source="reviews", input_shape=[400]))
+    (run / "config.json").write_text(json.dumps(record.to_dict()))
     assert_one_line_error(invoke("train", "cnn", "-o", run, "--resume"), "run of recipe 'lstm', not 'cnn'")
+    (run / "config.json").write_text(json.dumps({"recipe": "lstm", "config": {}}))  # not a run record
+    assert_one_line_error(invoke("train", "cnn", "-o", run, "--resume"), "is not a dlcli run record: 'data' lacks a field")
 
 
 def test_bad_input_as_a_subprocess_prints_one_line_and_exits_2(dlcli_subprocess):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from dlcli import data
+from dlcli.sources import tfds as tfds_source
 from dlcli.errors import DlcliError
 from recipes.cnn import Config
 from tests.helpers import write_idx, write_idx_folder, write_image_folder, write_png
@@ -117,7 +118,7 @@ def test_grey_and_colour_images_are_converted_to_the_first_ones_channels(tmp_pat
 def test_data_that_is_neither_idx_nor_image_folder(tmp_path):
     path = tmp_path / "file.txt"
     path.write_text("hello")
-    with pytest.raises(DlcliError, match="neither a folder of MNIST-format IDX files"):
+    with pytest.raises(DlcliError, match="not a format dlcli reads. Expected: a folder of MNIST-format IDX files"):
         data.load_images(Config(data=str(path)))
 
 
@@ -131,7 +132,7 @@ def test_check_dataset_names_the_choices(tmp_path):
 def test_tfds_path_with_mock_data(monkeypatch, tmp_path):
     import tensorflow_datasets as tfds
 
-    monkeypatch.setattr(data, "network_available", lambda *a, **k: True)
+    monkeypatch.setattr(tfds_source, "network_available", lambda *a, **k: True)
     with tfds.testing.mock_data(num_examples=12):
         splits = data.load_images(Config(dataset="mnist", data_dir=str(tmp_path), validation_split=0.25))
     assert splits.train[0].shape == (9, 28, 28, 1) and splits.train[0].dtype == np.uint8
@@ -140,7 +141,7 @@ def test_tfds_path_with_mock_data(monkeypatch, tmp_path):
 
 
 def test_tfds_offline_fails_fast_with_the_way_out(monkeypatch, tmp_path):
-    monkeypatch.setattr(data, "network_available", lambda *a, **k: False)
+    monkeypatch.setattr(tfds_source, "network_available", lambda *a, **k: False)
     with pytest.raises(DlcliError) as e:
         data.load_images(Config(dataset="fashion_mnist", data_dir=str(tmp_path)))
     message = str(e.value)

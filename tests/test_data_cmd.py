@@ -5,6 +5,7 @@ import json
 from typer.testing import CliRunner
 
 from dlcli import data
+from dlcli.sources import tfds as tfds_source
 from dlcli.cli import app
 from tests.helpers import write_idx_folder, write_image_folder
 
@@ -44,7 +45,7 @@ def test_info_and_download_refuse_bad_input(tmp_path, monkeypatch):
     assert result.exit_code == 2 and "not found" in result.stderr
     result = runner.invoke(app, ["data", "download", "imagenet"])
     assert result.exit_code == 2 and "unknown dataset 'imagenet'" in result.stderr
-    monkeypatch.setattr(data, "network_available", lambda *a, **k: False)
+    monkeypatch.setattr(tfds_source, "network_available", lambda *a, **k: False)
     result = runner.invoke(app, ["data", "download", "mnist", "--data-dir", str(tmp_path / "tfds")])
     assert result.exit_code == 2 and result.stderr.count("\n") == 1
     assert "cannot be downloaded (no network)" in result.stderr

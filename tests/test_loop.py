@@ -83,7 +83,7 @@ def train_tiny(strategy, tmp_path, **overrides):
 
 
 def test_fit_learns_and_writes_the_run(tmp_path):
-    final, model = train_tiny(tf.distribute.get_strategy(), tmp_path)
+    final = train_tiny(tf.distribute.get_strategy(), tmp_path).metrics
     assert final["test"]["accuracy"] >= 0.9
     assert {p.name for p in tmp_path.iterdir()} >= {"model.keras", "metrics.json", "history.csv", "checkpoints"}
     history = (tmp_path / "history.csv").read_text().splitlines()
@@ -93,8 +93,9 @@ def test_fit_learns_and_writes_the_run(tmp_path):
 
 def test_mirrored_training_matches_single_device_training(tmp_path):
     """The loss is averaged over the global batch, so two replicas take the same steps as one."""
-    single, single_model = train_tiny(tf.distribute.get_strategy(), tmp_path / "single")
-    mirrored, mirrored_model = train_tiny(two_replicas(), tmp_path / "mirrored")
+    single = train_tiny(tf.distribute.get_strategy(), tmp_path / "single")
+    mirrored = train_tiny(two_replicas(), tmp_path / "mirrored")
+    single, single_model, mirrored, mirrored_model = single.metrics, single.model, mirrored.metrics, mirrored.model
     for a, b in zip(single_model.get_weights(), mirrored_model.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
     assert abs(single["test"]["accuracy"] - mirrored["test"]["accuracy"]) < 1e-6
@@ -135,5 +136,5 @@ def test_a_diverging_resume_keeps_the_last_good_checkpoint_resumable(tmp_path):
     with pytest.raises(DlcliError, match=r"the loss became (nan|inf) in epoch 2, steps \d+-\d+; .*Last good checkpoint: .*ckpt-9"):
         loop.fit(cnn, diverging, tiny_splits(), strategy, tmp_path, resume=True)
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")) == good
-    final, _ = loop.fit(cnn, config, tiny_splits(), strategy, tmp_path, resume=True)
+    final = loop.fit(cnn, config, tiny_splits(), strategy, tmp_path, resume=True).metrics
     assert math.isfinite(final["test"]["loss"])

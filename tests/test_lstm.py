@@ -10,6 +10,12 @@ import tensorflow as tf
 from dlcli import config as config_lib
 from dlcli import loop, registry
 from dlcli.errors import DlcliError
+from dlcli.sources import aclimdb
+
+
+def read_aclimdb(path):
+    found = aclimdb.load(path, None)
+    return found.train, found.test
 
 lstm = registry.load("lstm")
 
@@ -44,29 +50,29 @@ def write_tarball(path):
 @pytest.mark.parametrize("layout", ["folder", "tarball"])
 def test_aclimdb_is_read_from_a_folder_or_a_tarball(tmp_path, layout):
     path = write_folder(tmp_path) if layout == "folder" else write_tarball(tmp_path / "aclImdb_v1.tar.gz")
-    (train_x, train_y), (test_x, test_y) = lstm.read_aclimdb(path)[0]
+    (train_x, train_y), (test_x, test_y) = read_aclimdb(path)
     assert len(train_x) == 4 and list(train_y[:, 0]) == [1, 1, 0, 0]
     assert len(test_x) == 2 and "unlabelled" not in " ".join(train_x)
-    assert "1 files not UTF-8" in lstm.read_aclimdb(path)[1]
+    assert "1 files not UTF-8" in aclimdb.load(path, None).description
 
 
 def test_aclimdb_without_pos_and_neg_is_refused(tmp_path):
     (tmp_path / "train" / "pos").mkdir(parents=True)
     (tmp_path / "train" / "pos" / "0_9.txt").write_text("good")
     with pytest.raises(DlcliError, match="is not an aclImdb dataset: no reviews in train/neg, test/pos, test/neg"):
-        lstm.read_aclimdb(tmp_path)
+        read_aclimdb(tmp_path)
 
 
 def test_a_corrupt_tarball_is_refused(tmp_path):
     path = tmp_path / "broken.tar.gz"
     path.write_bytes(b"\x1f\x8b not really gzip")
     with pytest.raises(DlcliError, match="cannot read .*broken.tar.gz as a tar archive"):
-        lstm.read_aclimdb(path)
+        read_aclimdb(path)
 
 
 def test_lstm_learns_the_synthetic_corpus_and_saves_a_model_that_reads_text(tmp_path):
     config = config_lib.resolve(lstm.Config, "lstm", toml_values={**lstm.QUICK, "epochs": 3})
-    final, _ = loop.fit(lstm, config, lstm.load_data(config), tf.distribute.get_strategy(), tmp_path)
+    final = loop.fit(lstm, config, lstm.load_data(config), tf.distribute.get_strategy(), tmp_path).metrics
     assert final["test"]["accuracy"] >= 0.9
     model = keras.saving.load_model(tmp_path / "model.keras")
     scores = model.predict(tf.constant(["great wonderful superb film", "awful boring dull film"]), verbose=0)

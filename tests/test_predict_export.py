@@ -150,5 +150,5 @@ def test_regression_forecast_and_autoencoder_predict_from_files(tmp_path):
     ok_json("train", "autoencoder", "--dataset", "digits", "--epochs", 1, "-o", ae)
     _, (x, _) = load_digits()
     write_png(tmp_path / "seven.png", x[0])
-    (row,) = ok_json("predict", ae, tmp_path / "seven.png", "--out", tmp_path / "recon")
+    (row,) = ok_json("predict", ae, tmp_path / "seven.png", "--output", tmp_path / "recon")
     assert (tmp_path / "recon" / "seven.reconstruction.png").is_file() and row["mse"] < 0.2

@@ -35,7 +35,7 @@ def test_recipe_trains_quickly_under_each_strategy(name, strategy, tmp_path):
         dist = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
     else:
         dist = tf.distribute.get_strategy()
-    final, model = loop.fit(recipe, config, splits, dist, tmp_path)
+    final = loop.fit(recipe, config, splits, dist, tmp_path).metrics
     history = (tmp_path / "history.csv").read_text().splitlines()
     assert len(history) == 1 + config.epochs
     assert all(math.isfinite(v) for v in final["test"].values())

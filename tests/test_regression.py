@@ -5,8 +5,9 @@ import pytest
 import tensorflow as tf
 
 from dlcli import config as config_lib
-from dlcli import loop, registry
+from dlcli import artifacts, loop, registry
 from dlcli.errors import DlcliError
+from dlcli.sources import auto_mpg
 
 regression = registry.load("regression")
 
@@ -17,7 +18,9 @@ def config(**values):
 
 def test_gradient_descent_recovers_the_true_weights_and_least_squares(tmp_path):
     cfg = config()
-    final, _ = loop.fit(regression, cfg, regression.load_data(cfg), tf.distribute.get_strategy(), tmp_path)
+    splits = regression.load_data(cfg)
+    result = loop.fit(regression, cfg, splits, tf.distribute.get_strategy(), tmp_path)
+    final = artifacts.write(regression, cfg, splits, tmp_path, result.metrics)
     report = final["report"]
     assert report["max_weight_error_vs_truth"] <= 0.01
     assert report["weights_vs_least_squares"] <= 0.01
@@ -42,8 +45,8 @@ AUTO_MPG = (
 def test_auto_mpg_file_is_parsed_like_the_tensorflow_tutorial(tmp_path):
     path = tmp_path / "auto-mpg.data"
     path.write_text(AUTO_MPG)
-    x, y, names, source = regression.read_auto_mpg(path)
-    assert x.shape == (4, 8) and list(y[:, 0]) == [18.0, 26.0, 24.0, 15.0]
+    x, y, names, source, target = regression.columns(auto_mpg.load(path, None), regression.Config())
+    assert x.shape == (4, 8) and list(y[:, 0]) == [18.0, 26.0, 24.0, 15.0] and target == "mpg"
     assert names[-2:] == ["europe", "japan"] and list(x[1, -2:]) == [1, 0] and list(x[2, -2:]) == [0, 1]
     assert "1 with missing values dropped" in source
 
@@ -55,7 +58,7 @@ def test_csv_with_a_target_column(tmp_path):
     rows.insert(5, "3,,200")
     path.write_text("\n".join(rows))
     splits = regression.load_data(config(data=str(path), target="price"))
-    assert splits.input_shape == (2,) and splits.info["feature_names"] == ["rooms", "area"]
+    assert splits.input_shape == (2,) and splits.feature_names == ["rooms", "area"]
     assert len(splits.train[0]) + len(splits.test[0]) == 50 and "1 with missing values dropped" in splits.source
 
 

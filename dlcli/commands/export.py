@@ -7,31 +7,31 @@ from typing import Annotated, Literal
 
 import typer
 
-from dlcli import predict, rundir, ui
+from dlcli import options, predict, ui
 from dlcli.errors import DlcliError
+from dlcli.run import Run
 
 DEFAULT_NAMES = {"keras": "model.keras", "savedmodel": "savedmodel", "tflite": "model.tflite"}
 
 
 def export_command(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `dlcli train`.")],
+    run_dir: options.RunDir,
     format: Annotated[Literal["keras", "savedmodel", "tflite"], typer.Option(help="keras, savedmodel (TF Serving) or tflite.")] = "savedmodel",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write [default: RUN_DIR/export/...].")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing export.")] = False,
-    unsafe: Annotated[bool, typer.Option(help="Load models that contain code (Lambda layers). Only for files you trust.")] = False,
+    output: options.ExportOutput = None,
+    overwrite: options.Overwrite = False,
+    unsafe: options.Unsafe = False,
 ):
     """Export a run's model as .keras, a SavedModel (serving signature on raw inputs) or TFLite."""
-    rundir.check_run_dir(run_dir)
-    info = rundir.read_json(run_dir / "config.json")
+    run = Run(run_dir)
     target = Path(output) if output else run_dir / "export" / DEFAULT_NAMES[format]
     if target.exists() and not overwrite:
         raise DlcliError(f"{target} already exists; pass --overwrite to replace it or choose another --output.")
-    model = predict.load_keras(run_dir / "model.keras", unsafe)
+    model = predict.load_keras(run.model_path, unsafe)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".export-") as scratch:
         staged = Path(scratch) / target.name
         if format == "keras":
-            shutil.copyfile(run_dir / "model.keras", staged)
+            shutil.copyfile(run.model_path, staged)
         else:
             savedmodel = Path(scratch) / "savedmodel"
             model.export(str(savedmodel), format="tf_saved_model", verbose=False)
@@ -39,7 +39,7 @@ def export_command(
                 savedmodel.rename(staged)
             else:
                 staged.write_bytes(to_tflite(savedmodel))
-        rundir.write_json(predict.sidecar(staged), info)
+        run.record.write(predict.sidecar(staged))
         # Replace the old export only once the new one is complete.
         if target.is_dir():
             shutil.rmtree(target)

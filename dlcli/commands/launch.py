@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from dlcli import rundir
-from dlcli.errors import EXIT_PREEMPTED, DlcliError
+from dlcli.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, DlcliError
 
 GRACE_SECONDS = 20  # how long stopped workers get to save a checkpoint before they are killed
 
@@ -91,7 +91,7 @@ def launch_command(
         return
     index, code = failed
     if forwarded:
-        raise typer.Exit(EXIT_PREEMPTED if forwarded[0] == signal.SIGTERM else 130)
+        raise typer.Exit(EXIT_PREEMPTED if forwarded[0] == signal.SIGTERM else EXIT_INTERRUPTED)
     raise DlcliError(
         f"worker {index} exited with code {code}; stopped the other workers. "
         "Relaunch the same command with --resume to continue from the last checkpoint."

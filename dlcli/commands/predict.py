@@ -6,26 +6,27 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from dlcli import predict, registry, ui
+from dlcli import options, predict, registry, ui
 from dlcli.errors import DlcliError
 
 
 def predict_command(
-    model: Annotated[Path, typer.Argument(help="A run folder, or a model written by `dlcli export`.")],
+    model: Annotated[Path, typer.Argument(help="A run folder, or a model written by `dlcli export`.", show_default=False)],
     inputs: Annotated[list[str], typer.Argument(help="Images, texts or text files, or CSV files, as the recipe reads.")],
     top_k: Annotated[int, typer.Option(help="Classes listed per input (classifiers).")] = 3,
-    out: Annotated[Path, typer.Option(help="Folder for output files (autoencoder reconstructions).")] = Path("predictions"),
-    unsafe: Annotated[bool, typer.Option(help="Load models that contain code (Lambda layers). Only for files you trust.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    output: options.PredictOutput = None,
+    unsafe: options.Unsafe = False,
+    as_json: options.Json = False,
 ):
     """Predict with a trained run or an exported model (.keras, SavedModel, .tflite)."""
     if top_k < 1:
         raise DlcliError(f"--top-k must be a positive integer. Received: {top_k}")
-    info, kind, artifact = predict.locate(model)
-    recipe = registry.load(str(info.get("recipe")))
-    batch, names = recipe.read_inputs(info, inputs)
+    record, kind, artifact = predict.locate(model)
+    recipe = registry.load(record.recipe)
+    batch, names = recipe.read_inputs(record, inputs)
     outputs = predict.predictor(kind, artifact, unsafe)(batch)
-    rows = recipe.describe(info, outputs, names, {"batch": batch, "top_k": top_k, "out_dir": out})
+    context = {"batch": batch, "top_k": top_k, "out_dir": output or Path("predictions")}
+    rows = recipe.describe(record, outputs, names, context)
     if as_json:
         ui.print_json(rows)
         return

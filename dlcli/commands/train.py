@@ -2,7 +2,6 @@
 
 import dataclasses
 import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -10,38 +9,44 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from dlcli import config as config_lib
-from dlcli import complete, data, registry, rundir, strategy as strategy_lib, ui
+from dlcli import data, options, registry, rundir, strategy as strategy_lib, ui
 from dlcli.errors import DlcliError
+from dlcli.run import DataSpec, RunRecord
 
 
 def train_command(
-    recipe: Annotated[str, typer.Argument(help="Recipe name (see `dlcli list`).", autocompletion=complete.recipes)],
-    epochs: Annotated[int | None, typer.Option(help="Epochs to train.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Global batch size, split across replicas.")] = None,
-    learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
-    dataset: Annotated[
-        str | None, typer.Option(help="Dataset name (see `dlcli show RECIPE`).", autocompletion=complete.datasets)
+    recipe: options.Recipe,
+    epochs: Annotated[int | None, typer.Option(help=f"Epochs to train \\[default: {options.RECIPE_DEFAULT}].", show_default=False)] = None,
+    batch_size: options.BatchSize = None,
+    learning_rate: Annotated[
+        float | None, typer.Option(help=f"Peak learning rate \\[default: {options.RECIPE_DEFAULT}].", show_default=False)
     ] = None,
-    data_path: Annotated[str | None, typer.Option("--data", help="Local data: a file or folder (wins over --dataset).")] = None,
-    data_dir: Annotated[str | None, typer.Option(help="tensorflow-datasets data dir with prepared data.")] = None,
-    strategy: Annotated[str, typer.Option(help="auto, default, one-device, mirrored, multi-worker or tpu.")] = "auto",
-    tpu: Annotated[str | None, typer.Option(help="TPU name or 'local' (implies --strategy tpu under auto).")] = None,
+    dataset: options.Dataset = None,
+    data_path: options.Data = None,
+    data_dir: options.DataDir = None,
+    strategy: Annotated[options.StrategyName, typer.Option(help="tf.distribute strategy; auto picks from the machine and TF_CONFIG.")] = options.StrategyName.auto,
+    tpu: Annotated[str | None, typer.Option(help="TPU name or 'local' (implies --strategy tpu under auto).", show_default=False)] = None,
     cpu_devices: Annotated[
-        int | None, typer.Option(help="Split the CPU into N logical devices, to try mirrored training without GPUs.")
+        int | None, typer.Option(help="Split the CPU into N logical devices, to try mirrored training without GPUs.", show_default=False)
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed for initialisation and shuffling.")] = None,
+    seed: Annotated[int | None, typer.Option(help=f"Random seed for initialisation and shuffling \\[default: {options.RECIPE_DEFAULT}].", show_default=False)] = None,
     deterministic: Annotated[
-        bool | None, typer.Option("--deterministic", help="TensorFlow op determinism: identical metrics run to run.")
+        bool | None, typer.Option("--deterministic", help="TensorFlow op determinism: identical metrics run to run.", show_default=False)
     ] = None,
-    precision: Annotated[str | None, typer.Option(help="float32, mixed_float16 (GPU) or mixed_bfloat16 (TPU, recent CPUs).")] = None,
-    jit: Annotated[bool | None, typer.Option("--jit/--no-jit", help="XLA-compile each training step.")] = None,
-    checkpoint_every: Annotated[int | None, typer.Option(help="Also checkpoint every N steps (epoch ends always).")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Run folder [default: runs/RECIPE-TIMESTAMP].")] = None,
-    config_file: Annotated[Path | None, typer.Option("--config", help="TOML file of config overrides.")] = None,
-    sets: Annotated[list[str] | None, typer.Option("--set", help="Config override key=value (repeatable).")] = None,
+    precision: Annotated[
+        options.Precision | None,
+        typer.Option(help="Compute precision: mixed_float16 for GPUs, mixed_bfloat16 for TPUs and recent CPUs \\[default: float32].", show_default=False),
+    ] = None,
+    jit: Annotated[bool | None, typer.Option("--jit/--no-jit", help="XLA-compile each training step \\[default: no-jit].", show_default=False)] = None,
+    checkpoint_every: Annotated[
+        int | None, typer.Option(help="Also checkpoint every N steps; epoch ends always are \\[default: 0, epoch ends only].", show_default=False)
+    ] = None,
+    output: options.TrainOutput = None,
+    config_file: Annotated[Path | None, typer.Option("--config", help="TOML file of config overrides.", show_default=False)] = None,
+    sets: Annotated[list[str] | None, typer.Option("--set", help="Config override key=value (repeatable).", show_default=False)] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --output from its last checkpoint.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace the run already in --output.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the final metrics as JSON on stdout.")] = False,
+    overwrite: options.Overwrite = False,
+    as_json: options.Json = False,
 ):
     """Train a recipe and save the run: config, model, checkpoints, history and metrics."""
     module = registry.load(recipe)
@@ -49,12 +54,11 @@ def train_command(
     flags = {
         "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
         "dataset": dataset, "data": data_path, "data_dir": data_dir, "seed": seed,
-        "deterministic": deterministic, "precision": precision, "jit": jit, "checkpoint_every": checkpoint_every,
+        "deterministic": deterministic, "precision": precision.value if precision else None, "jit": jit,
+        "checkpoint_every": checkpoint_every,
     }
     if cpu_devices is not None and cpu_devices < 1:
         raise DlcliError(f"--cpu-devices must be a positive integer. Received: {cpu_devices}")
-    if strategy not in strategy_lib.STRATEGIES:
-        raise DlcliError(f"unknown strategy '{strategy}'. Choose one of: {', '.join(strategy_lib.STRATEGIES)}.")
     if resume and output is None:
         raise DlcliError("--resume needs --output RUN_DIR: the run to continue.")
     if resume and overwrite:
@@ -65,10 +69,10 @@ def train_command(
         rundir.check_output(run_dir, overwrite=overwrite, resume=resume)
     base = {}
     if resume:
-        saved = rundir.read_json(run_dir / "config.json")
-        if saved.get("recipe") != recipe:
-            raise DlcliError(f"{run_dir} is a run of recipe '{saved.get('recipe')}', not '{recipe}'; resume it with that recipe.")
-        base = saved.get("config", {})
+        saved = RunRecord.read(run_dir / "config.json")
+        if saved.recipe != recipe:
+            raise DlcliError(f"{run_dir} is a run of recipe '{saved.recipe}', not '{recipe}'; resume it with that recipe.")
+        base = saved.config
     toml_values = config_lib.read_toml(config_file) if config_file else {}
     config = config_lib.resolve(
         module.Config, recipe,
@@ -77,11 +81,11 @@ def train_command(
     data.check_dataset(config, module.DATASETS, recipe)
 
     # Everything above is checked without TensorFlow; now pay for the import.
-    from dlcli import loop
+    from dlcli import artifacts, loop
     from dlcli.lazy import keras, tf
 
     strategy_lib.split_cpu(cpu_devices)
-    dist, strategy_name = strategy_lib.make_strategy(strategy, tpu)
+    dist, strategy_name = strategy_lib.make_strategy(strategy.value, tpu)
     facts = strategy_lib.describe(dist, strategy_name)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -89,43 +93,34 @@ def train_command(
     splits = module.load_data(config)
 
     out.print(
-        f"[bold]{recipe}[/bold] on {splits.source}: {len(splits.train[0])} train / {len(splits.val[0])} val / "
-        f"{len(splits.test[0])} test examples"
+        f"[bold]{recipe}[/bold] on {splits.source}: {data.count(splits.train)} train / {data.count(splits.val)} val / "
+        f"{data.count(splits.test)} test examples"
     )
     out.print(f"strategy {strategy_name} ({facts['class']}), {facts['replicas']} replica(s)")
-    run_info = {
-        "recipe": recipe,
-        "config": dataclasses.asdict(config),
-        "data_source": splits.source,
-        # What `dlcli predict` needs to read raw inputs and name the outputs.
-        "data": {
-            "input_shape": list(splits.input_shape),
-            "class_names": splits.class_names,
-            "feature_names": splits.info.get("feature_names"),
-        },
-        "strategy": facts,
-        "versions": rundir.versions(),
-        "command": ["dlcli", *sys.argv[1:]],
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    record = RunRecord(
+        recipe=recipe, config=dataclasses.asdict(config), data=DataSpec.of(splits), strategy=facts,
+        versions=rundir.versions(), command=["dlcli", *sys.argv[1:]],
+    )
     out.print(f"run folder {run_dir}")
 
     with Reporter(out) as report:
-        final, _ = loop.fit(
+        result = loop.fit(
             module, config, splits, dist, run_dir,
-            chief=chief, resume=resume, overwrite=overwrite, run_info=run_info, report=report,
+            chief=chief, resume=resume, overwrite=overwrite, record=record, report=report,
         )
+    final = artifacts.write(module, config, splits, run_dir, result.metrics) if chief else result.metrics
 
     out.print(f"[bold]test[/bold] {ui.metrics_line(final['test'])}  ({final['test_examples']} examples)")
     for key, value in final.get("report", {}).items():
-        out.print(f"  {key}: {ui.fmt(value) if not isinstance(value, dict) else ui.metrics_line(value)}")
+        if key != "pictures":
+            out.print(f"  {key}: {ui.fmt(value) if not isinstance(value, dict) else ui.metrics_line(value)}")
     out.print(
         f"trained in {final['train_seconds']:.1f} s ({final['examples_per_sec']} examples/s); "
         f"wall time {final['wall_seconds']:.1f} s"
     )
     if chief:
         out.print(f"run folder {run_dir}:")
-        for name in [*rundir.RUN_FILES, *final.get("pictures", []), *final.get("report", {}).get("pictures", [])]:
+        for name in [*rundir.RUN_FILES, *final.get("pictures", [])]:
             if (run_dir / name).exists():
                 out.print(f"  {run_dir / name}")
         out.print(f"  TensorBoard: tensorboard --logdir {rundir.logs_dir(run_dir)}")

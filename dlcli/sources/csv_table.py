@@ -1,0 +1,86 @@
+"""CSV files whose first row names the columns: tables for regression, series for forecasting."""
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+from dlcli.data import Table
+from dlcli.errors import DlcliError
+
+NAME = "a CSV file with a header row (.csv)"
+KIND = "table"
+MISSING = {"", "na", "nan", "null", "none", "?"}  # cells read as missing values
+
+
+def detect(path):
+    return Path(path).is_file() and Path(path).suffix.lower() == ".csv"
+
+
+def describe(path):
+    table = load(path, None)
+    numeric = [name for i, name in enumerate(table.header) if all(is_number_or_missing(cell(r, i)) for r in table.rows)]
+    missing = sum(any(cell(r, i).strip().lower() in MISSING for i in range(len(table.header))) for r in table.rows)
+    return {"rows": len(table.rows), "columns": table.header, "numeric_columns": numeric, "rows_with_missing_values": missing}
+
+
+def load(path, config):
+    """The file as a Table of raw cells; `Table.numeric` turns chosen columns into numbers."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DlcliError(f"{path} is not UTF-8 text; save it as UTF-8 CSV.") from None
+    except OSError as e:
+        raise DlcliError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        rows = [row for row in csv.reader(io.StringIO(text)) if any(c.strip() for c in row)]
+    except csv.Error as e:
+        raise DlcliError(f"{path} is not valid CSV: {e}") from None
+    if len(rows) < 2:
+        raise DlcliError(f"{path} needs a header row and at least one data row.")
+    return Table(path=Path(path), header=[name.strip() for name in rows[0]], rows=rows[1:], description=str(path))
+
+
+def cell(row, i):
+    return row[i] if i < len(row) else ""
+
+
+def numeric(table, names):
+    """The named columns as a float64 array (rows, columns), and the number of rows dropped.
+
+    Rows with a missing cell (empty, NA, NaN, null, ?) are dropped and counted; any other
+    cell that is not a number is an error naming its line and column.
+    """
+    for name in names:
+        if name not in table.header:
+            raise DlcliError(f"{table.path} has no column '{name}'. Its columns: {', '.join(table.header)}.")
+    index = [table.header.index(name) for name in names]
+    values, dropped = [], 0
+    for line, row in enumerate(table.rows, start=2):
+        cells = [cell(row, i).strip() for i in index]
+        if any(c.lower() in MISSING for c in cells):
+            dropped += 1
+            continue
+        try:
+            values.append([float(c) for c in cells])
+        except ValueError:
+            bad = next(n for n, c in zip(names, cells) if not is_number_or_missing(c))
+            raise DlcliError(
+                f"{table.path} line {line}: column '{bad}' holds {cells[names.index(bad)]!r}, not a number. "
+                "Choose numeric columns (--set columns=a,b,c) or clean the file."
+            ) from None
+    if not values:
+        raise DlcliError(f"{table.path}: no complete numeric rows in columns {', '.join(names)}.")
+    return np.array(values, np.float64), dropped
+
+
+def is_number_or_missing(text):
+    text = text.strip()
+    if text.lower() in MISSING:
+        return True
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
