@@ -57,6 +57,11 @@ def import_tensorflow():
             kept = "".join(line for line in lines if not NOISE.match(line))
             if kept:
                 sys.stderr.write(kept)
+    # absl's Python warnings (tfds: "Variant folder ... has no dataset_info.json") are not the
+    # user's business either; errors still show.
+    import absl.logging
+
+    absl.logging.set_verbosity(absl.logging.ERROR)
 
 
 class LazyModule:

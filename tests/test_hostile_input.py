@@ -175,6 +175,8 @@ def test_labels_out_of_range_are_refused(monkeypatch):
 
     images = np.zeros((5, 28, 28, 1), np.uint8)
     bad = ((images, np.array([0, 1, 2, 3, 12])), (images, np.arange(5)), [str(i) for i in range(10)])
-    monkeypatch.setattr(data, "load_tfds_images", lambda name, data_dir: bad)
+    from dlcli.sources import tfds
+
+    monkeypatch.setattr(tfds, "load_images", lambda name, data_dir: bad)
     with pytest.raises(DlcliError, match=r"train labels of tensorflow-datasets mnist must lie in 0..9; found 0..12"):
         data.load_images(registry.load("cnn").Config(dataset="mnist"))

@@ -30,6 +30,7 @@ def show_command(
         "description": (module.__doc__ or "").strip(),
         "config": {k: v for k, v in dataclasses.asdict(defaults).items()},
         "datasets": module.DATASETS,
+        "data_kinds": sorted(module.DATA_KINDS),
         "modernises": [{"old": old, "new": new} for old, new in module.MODERNISES],
     }
     if model:
@@ -51,7 +52,8 @@ def show_command(
     for key, value in info["config"].items():
         table.add_row(key, repr(value), config_lib.type_name(hints[key]), "" if key in shared else "recipe")
     out.print(table)
-    table = Table("dataset", "", title="datasets (--dataset NAME, or --data PATH)", box=None, title_justify="left")
+    kinds = ", ".join(info["data_kinds"])
+    table = Table("dataset", "", title=f"datasets (--dataset NAME, or --data PATH holding {kinds}: see dlcli data info PATH)", box=None, title_justify="left")
     for name, about in module.DATASETS.items():
         table.add_row(name + (" (default)" if name == defaults.dataset else ""), about)
     out.print(table)
