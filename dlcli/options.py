@@ -47,7 +47,7 @@ DataDir = Annotated[
 ]
 BatchSize = Annotated[int | None, typer.Option(help=f"Global batch size, split across replicas \\[default: {RECIPE_DEFAULT}].", show_default=False)]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON on stdout (progress and tables go to stderr).")]
-Unsafe = Annotated[bool, typer.Option(help="Load models that contain code (Lambda layers). Only for files you trust.")]
+Unsafe = Annotated[bool, typer.Option(help="Run models that contain code: .keras files with Lambda layers, SavedModels and .tflite files you did not export with dlcli. Only for files you trust.")]
 Overwrite = Annotated[bool, typer.Option(help="Replace what is already at the output.")]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlcli import rundir, trust
 from dlcli.errors import DlcliError
 from dlcli.lazy import keras, tf
 from dlcli.run import Run, RunRecord
@@ -58,8 +59,25 @@ def load_keras(path, unsafe=False):
         raise DlcliError(f"cannot load {path}: {type(e).__name__}: {str(e).strip().splitlines()[0][:200]}") from None
 
 
+def check_trusted(kind, path):
+    """A SavedModel or .tflite runs its graph as code: only this user's own signed export runs
+    without --unsafe (dlcli/trust.py says how that is decided)."""
+    try:
+        signature = (rundir.read_json(sidecar(path)).get("export") or {}).get("signature")
+    except (DlcliError, AttributeError):
+        signature = None
+    if not trust.is_own_export(path, signature):
+        what = "a SavedModel" if kind == "savedmodel" else "a TFLite model"
+        raise DlcliError(
+            f"{path} is {what} that this user did not export with dlcli (or it changed since); its graph runs as code. "
+            "Pass --unsafe only if you trust where it came from."
+        )
+
+
 def predictor(kind, path, unsafe=False):
     """A function from a batch of raw inputs (numpy) to the model's outputs (numpy)."""
+    if kind in ("savedmodel", "tflite") and not unsafe:
+        check_trusted(kind, path)
     if kind == "keras":
         model = load_keras(path, unsafe)
         return lambda x: np.asarray(model.predict(x, verbose=0))
