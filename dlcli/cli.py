@@ -35,7 +35,9 @@ class DlcliGroup(TyperGroup):
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
             code = code if isinstance(code, int) else EXIT_OK
         except DlcliError as e:
-            code = _fail(_first_line(e), e.exit_code)
+            # Our messages are one line by design; a line break inside one comes from a value
+            # it quotes (a file name with a newline), so it is shown escaped, not cut there.
+            code = _fail(str(e).strip().replace("\r", "\\r").replace("\n", "\\n"), e.exit_code)
         except TyperException as e:  # usage errors: unknown option, bad value, missing argument
             message = _first_line(e.format_message())
             command = f" (see: {e.ctx.command_path} --help)" if getattr(e, "ctx", None) else ""

@@ -12,6 +12,7 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 from dlcli.errors import DlcliError
 
@@ -21,6 +22,34 @@ else:
     import tomli as tomllib
 
 
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of a numeric config field, declared next to it:
+    `dropout: Annotated[float, Range(0, 1, high_open=True)] = 0.25`. Checked before TensorFlow
+    loads, so a value only a Keras layer would reject is one line, not a traceback."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def allows(self, value):
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return self.high is None or (value < self.high or (not self.high_open and value == self.high))
+
+    def __str__(self):
+        if self.high is None:
+            return "positive" if self.low == 0 and self.low_open else f">= {self.low}"
+        return f"in {'(' if self.low_open else '['}{self.low}, {self.high}{')' if self.high_open else ']'}"
+
+
+POSITIVE = Range(0, low_open=True)
+AT_LEAST_ONE = Range(1)
+FRACTION = Range(0, 1, high_open=True)  # dropout rates and the like
+MAX_STEPS = 2**31 - 1  # what a step counter may reach, with room to spare in int64
+
+
 @dataclass
 class TrainConfig:
     """What every recipe shares. A recipe's `Config` extends it and changes its defaults."""
@@ -28,16 +57,16 @@ class TrainConfig:
     dataset: str = ""  # a name from the recipe's DATASETS; ignored when `data` is set
     data: str | None = None  # a local file or folder, which wins over `dataset`
     data_dir: str | None = None  # where tensorflow-datasets keeps prepared data
-    epochs: int = 10
-    batch_size: int = 128  # global: split evenly across replicas; 0 = the whole training split
-    steps_per_epoch: int = 0  # 0 = one pass over the training split
-    learning_rate: float = 1e-3
+    epochs: Annotated[int, Range(1, 1_000_000)] = 10
+    batch_size: Annotated[int, Range(0, 1 << 24)] = 128  # global: split evenly across replicas; 0 = the whole training split
+    steps_per_epoch: Annotated[int, Range(0, 100_000_000)] = 0  # 0 = one pass over the training split
+    learning_rate: Annotated[float, POSITIVE] = 1e-3
     lr_schedule: typing.Literal["constant", "cosine"] = "constant"
-    validation_split: float = 0.1  # the tail of the training split held out each epoch
-    seed: int = 0
+    validation_split: Annotated[float, FRACTION] = 0.1  # the tail of the training split held out each epoch
+    seed: Annotated[int, Range(0, 2**32 - 1)] = 0
     deterministic: bool = False  # TensorFlow op determinism: identical metrics run to run
-    steps_per_execution: int = 0  # steps per tf.function call; 0 picks one per epoch size
-    checkpoint_every: int = 0  # also checkpoint every N steps (0: at epoch ends only)
+    steps_per_execution: Annotated[int, Range(0, 100_000)] = 0  # steps per tf.function call; 0 picks one per epoch size
+    checkpoint_every: Annotated[int, Range(0, MAX_STEPS)] = 0  # also checkpoint every N steps (0: at epoch ends only)
     precision: typing.Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
     jit: bool = False  # XLA-compile each training step
 
@@ -55,6 +84,27 @@ class TrainConfig:
             raise DlcliError(
                 f"validation_split must be in [0, 1). Received: validation_split={self.validation_split}"
             )
+        for key, allowed in ranges(type(self)).items():
+            value = getattr(self, key)
+            if value is not None and not allowed.allows(value):
+                raise DlcliError(f"{key} must be {allowed}. Received: {key}={value}")
+        if self.epochs * max(self.steps_per_epoch, 1) > MAX_STEPS:
+            raise DlcliError(f"epochs x steps_per_epoch must stay below {MAX_STEPS}. Received: epochs={self.epochs}")
+
+
+def ranges(config_cls):
+    """{field: Range} for the fields declared with one. A recipe that changes a shared field's
+    default (`epochs: int = 5`) keeps the shared field's range, so the classes are walked from
+    TrainConfig down and only a declared Range replaces another."""
+    out = {}
+    for klass in reversed(config_cls.__mro__):
+        own = klass.__dict__.get("__annotations__", {})
+        hints = typing.get_type_hints(klass, include_extras=True) if own else {}
+        for name in own:
+            found = [m for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, Range)]
+            if found:
+                out[name] = found[0]
+    return out
 
 
 def field_types(config_cls):

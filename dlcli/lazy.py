@@ -59,9 +59,12 @@ def import_tensorflow():
                 sys.stderr.write(kept)
     # absl's Python warnings (tfds: "Variant folder ... has no dataset_info.json") are not the
     # user's business either; errors still show.
+    import logging
+
     import absl.logging
 
     absl.logging.set_verbosity(absl.logging.ERROR)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # e.g. "Checkpoint ignored": dlcli says it in its own words
 
 
 class LazyModule:

@@ -385,10 +385,18 @@ def build(recipe, config, splits, strategy, the_plan, report):
 
 
 def restore(state, config, run_dir, the_plan, report):
-    """Restores the latest checkpoint of `run_dir` into `state`, and the history up to it."""
-    latest = tf.train.latest_checkpoint(str(Path(run_dir) / "checkpoints"))
-    if not latest:
-        return
+    """Restores the latest checkpoint of `run_dir` into `state`, and the history up to it.
+    Nothing to restore is an error: a resumed run never silently starts again from epoch 1."""
+    folder = Path(run_dir) / "checkpoints"
+    try:
+        latest = tf.train.latest_checkpoint(str(folder))
+    except (tf.errors.OpError, ValueError, UnicodeDecodeError):  # a damaged state file
+        latest = None
+    if not latest or not Path(latest + ".index").is_file():
+        raise DlcliError(
+            f"--resume: {folder} holds no readable checkpoint (missing, or its state file is damaged), so there is "
+            "nothing to resume and nothing was changed. Train again with --overwrite, or into another --output."
+        )
     try:
         state.checkpoint.restore(latest).assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as e:

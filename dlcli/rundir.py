@@ -8,8 +8,10 @@
 """
 
 import csv
+import fcntl
 import io
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -51,8 +53,20 @@ def atomic_write(path, content):
         raise
 
 
+def finite(obj):
+    """`obj` with every NaN or infinite float made None: JSON has no such numbers."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
 def write_json(path, obj):
-    atomic_write(path, json.dumps(obj, indent=2, default=str) + "\n")
+    """Strict JSON (no NaN/Infinity, which other tools cannot read): non-finite numbers are null."""
+    atomic_write(path, json.dumps(finite(obj), indent=2, default=str, allow_nan=False) + "\n")
 
 
 def read_json(path):
@@ -153,6 +167,32 @@ def check_output(path, *, overwrite, resume):
             f"--output {path} already holds files. Pass --resume to continue that run, "
             "--overwrite to replace it, or choose another --output."
         )
+
+
+class RunLock:
+    """An exclusive lock on a run folder (flock on the folder itself, so no file is added),
+    held while one process trains into it: a second `dlcli train -o` into the same folder is
+    refused instead of mixing two runs. Creates the folder; removes it again on exit if this
+    process created it and left it empty (bad input found after the lock)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.created = not self.path.exists()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDONLY)
+        except OSError as e:
+            raise DlcliError(f"cannot use {self.path} as the run folder: {e.strerror}.") from None
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self.fd)
+            raise DlcliError(f"another dlcli process is training into {self.path}; wait for it, or choose another --output.") from None
+
+    def release(self):
+        os.close(self.fd)  # releases the lock
+        if self.created and self.path.is_dir() and not any(self.path.iterdir()):
+            self.path.rmdir()
 
 
 def clear_run(path):

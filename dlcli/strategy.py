@@ -39,6 +39,8 @@ def tf_config():
         raise DlcliError('TF_CONFIG must be {"cluster": {"worker": [...]}, "task": {"type": ..., "index": ...}}.')
     task = spec["task"]
     jobs = spec["cluster"]
+    if not all(isinstance(hosts, list) and all(isinstance(h, str) for h in hosts) for hosts in jobs.values()):
+        raise DlcliError('TF_CONFIG cluster jobs must be lists of "host:port" strings, e.g. {"worker": ["host0:2222", "host1:2222"]}.')
     if task.get("type") not in jobs:
         raise DlcliError(f"TF_CONFIG task type {task.get('type')!r} is not a job of the cluster ({', '.join(jobs)}).")
     index = task.get("index")
@@ -48,6 +50,12 @@ def tf_config():
         )
     if "chief" not in jobs and "worker" not in jobs:
         raise DlcliError("TF_CONFIG cluster has neither a 'chief' nor a 'worker' job.")
+    if task["type"] not in ("chief", "worker"):
+        # A parameter server or evaluator task would train alone and write nothing.
+        raise DlcliError(
+            f"TF_CONFIG task type {task['type']!r} is not supported: dlcli trains with MultiWorkerMirroredStrategy, "
+            "whose tasks are 'worker' (and an optional 'chief'); parameter servers and evaluators are not used."
+        )
     return spec
 
 

@@ -14,7 +14,9 @@ def output(json_mode):
 
 
 def print_json(obj):
-    print(json.dumps(obj, indent=2, default=str))
+    from dlcli.rundir import finite
+
+    print(json.dumps(finite(obj), indent=2, default=str, allow_nan=False))
 
 
 def fmt(value):

@@ -17,12 +17,12 @@ Reproduce: dlcli train autoencoder --data ../shared/data/mnist
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 
 from dlcli import data, predict, rundir
-from dlcli.config import TrainConfig
+from dlcli.config import AT_LEAST_ONE, TrainConfig
 from dlcli.lazy import keras, tf
 
 DATASETS = {k: v for k, v in data.IMAGE_DATASETS.items() if k != "cifar10"}
@@ -45,7 +45,7 @@ class Config(TrainConfig):
     batch_size: int = 128
     learning_rate: float = 1e-3
     lr_schedule: Literal["constant", "cosine"] = "cosine"
-    latent: int = 32
+    latent: Annotated[int, AT_LEAST_ONE] = 32
 
 
 # ## Prepare the data: the images are both the input and the target

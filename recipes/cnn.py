@@ -15,9 +15,9 @@ Reproduce: dlcli train cnn --data ../shared/data/mnist
 """
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
-from dlcli.config import TrainConfig
+from dlcli.config import FRACTION, TrainConfig
 # The data, loss, metric and predict hooks every image classifier shares:
 from dlcli.image_classifier import DATA_KINDS, DATASETS, describe, load_data, loss, metrics, read_inputs  # noqa: F401
 from dlcli.lazy import keras
@@ -42,7 +42,7 @@ class Config(TrainConfig):
     learning_rate: float = 3e-3
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     arch: Literal["source", "tf1", "lenet5"] = "source"
-    dropout: float = 0.25  # before the classifier (keras-io mnist_convnet has 0.5 and no Dense64)
+    dropout: Annotated[float, FRACTION] = 0.25  # before the classifier (keras-io mnist_convnet has 0.5 and no Dense64)
 
 
 

@@ -18,12 +18,12 @@ Reproduce: dlcli train forecast
 """
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 
 from dlcli import data, predict, rundir
-from dlcli.config import TrainConfig
+from dlcli.config import AT_LEAST_ONE, FRACTION, Range, TrainConfig
 from dlcli.errors import DlcliError
 from dlcli.lazy import keras
 from dlcli.sources import csv_table
@@ -48,12 +48,12 @@ class Config(TrainConfig):
     learning_rate: float = 3e-3
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     column: str = ""  # the CSV column holding the series
-    window: int = 48  # past values the model sees
-    season: int = 24  # period of the seasonal-naive baseline
-    test_fraction: float = 0.2  # the last part of the series
-    units: int = 50
-    dropout: float = 0.2
-    length: int = 3000  # synthetic
+    window: Annotated[int, AT_LEAST_ONE] = 48  # past values the model sees
+    season: Annotated[int, AT_LEAST_ONE] = 24  # period of the seasonal-naive baseline
+    test_fraction: Annotated[float, Range(0, 1, low_open=True, high_open=True)] = 0.2  # the last part of the series
+    units: Annotated[int, AT_LEAST_ONE] = 50
+    dropout: Annotated[float, FRACTION] = 0.2
+    length: Annotated[int, Range(20, 100_000_000)] = 3000  # synthetic
 
 
 # ## Prepare the data: one series, split in time, windows cut from it
@@ -64,8 +64,6 @@ def load_data(config):
         series, source = read_series(config)
     else:
         series, source = synthetic(config.length), f"synthetic series ({config.length} steps)"
-    if not 0 < config.test_fraction < 1:
-        raise DlcliError(f"test_fraction must be in (0, 1). Received: test_fraction={config.test_fraction}")
     n_test = int(len(series) * config.test_fraction)
     n_val = int((len(series) - n_test) * config.validation_split)
     train_end, val_end = len(series) - n_test - n_val, len(series) - n_test

@@ -21,12 +21,12 @@ Reproduce: dlcli train lstm --data ../shared/data/imdb
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 
 from dlcli import data, ui
-from dlcli.config import TrainConfig
+from dlcli.config import AT_LEAST_ONE, FRACTION, Range, TrainConfig
 from dlcli.lazy import keras, tf
 from dlcli.sources import tfds
 from dlcli.sources.aclimdb import one_line
@@ -53,12 +53,12 @@ class Config(TrainConfig):
     batch_size: int = 64
     learning_rate: float = 1e-3
     lr_schedule: Literal["constant", "cosine"] = "cosine"
-    vocab_size: int = 20000
-    sequence_length: int = 400  # words kept per review: 200 cuts the ending of a third of them
-    embedding_dim: int = 128
-    units: int = 128
-    dropout: float = 0.2
-    recurrent_dropout: float = 0.0  # > 0 rules out the fused cuDNN kernel
+    vocab_size: Annotated[int, Range(3, 10_000_000)] = 20000
+    sequence_length: Annotated[int, AT_LEAST_ONE] = 400  # words kept per review: 200 cuts the ending of a third of them
+    embedding_dim: Annotated[int, AT_LEAST_ONE] = 128
+    units: Annotated[int, AT_LEAST_ONE] = 128
+    dropout: Annotated[float, FRACTION] = 0.2
+    recurrent_dropout: Annotated[float, FRACTION] = 0.0  # > 0 rules out the fused cuDNN kernel
     bidirectional: bool = False
 
 

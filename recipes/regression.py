@@ -19,12 +19,12 @@ Reproduce: dlcli train regression --data ../shared/data/auto_mpg/auto-mpg.data
 """
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 
 from dlcli import data, predict
-from dlcli.config import TrainConfig
+from dlcli.config import Range, TrainConfig
 from dlcli.errors import DlcliError
 from dlcli.lazy import keras
 from dlcli.sources import auto_mpg, csv_table, tfds
@@ -56,9 +56,9 @@ class Config(TrainConfig):
     solver: Literal["gd", "adam"] = "gd"
     target: str = ""  # the CSV column to predict
     columns: str = ""  # comma-separated CSV feature columns; default: all but the target
-    samples: int = 10000  # synthetic
-    features: int = 3  # synthetic
-    noise: float = 0.1  # synthetic
+    samples: Annotated[int, Range(10, 100_000_000)] = 10000  # synthetic
+    features: Annotated[int, Range(1, 100_000)] = 3  # synthetic
+    noise: Annotated[float, Range(0)] = 0.1  # synthetic
 
 
 # ## Prepare the data: (features, target) arrays, 80/20 train/test split

@@ -10,9 +10,9 @@ Reproduce: dlcli train rnn --data ../shared/data/mnist
 """
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
-from dlcli.config import TrainConfig
+from dlcli.config import AT_LEAST_ONE, TrainConfig
 # The data, loss, metric and predict hooks every image classifier shares:
 from dlcli.image_classifier import DATA_KINDS, DATASETS, describe, load_data, loss, metrics, read_inputs  # noqa: F401
 from dlcli.lazy import keras
@@ -34,7 +34,7 @@ class Config(TrainConfig):
     batch_size: int = 128
     learning_rate: float = 2e-3
     lr_schedule: Literal["constant", "cosine"] = "cosine"
-    units: int = 128
+    units: Annotated[int, AT_LEAST_ONE] = 128
 
 
 

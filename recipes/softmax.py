@@ -10,9 +10,9 @@ Reproduce: dlcli train softmax --data ../shared/data/mnist
 """
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
-from dlcli.config import TrainConfig
+from dlcli.config import FRACTION, TrainConfig
 # The data, loss, metric and predict hooks every image classifier shares:
 from dlcli.image_classifier import DATA_KINDS, DATASETS, describe, load_data, loss, metrics, read_inputs  # noqa: F401
 from dlcli.lazy import keras
@@ -34,7 +34,7 @@ class Config(TrainConfig):
     batch_size: int = 128
     learning_rate: float = 0.5  # the TF1 tutorial's rate; inputs are scaled to [0, 1]
     lr_schedule: Literal["constant", "cosine"] = "cosine"
-    momentum: float = 0.0  # plain SGD, as the source
+    momentum: Annotated[float, FRACTION] = 0.0  # plain SGD, as the source
 
 
 

@@ -25,6 +25,7 @@ def show_command(
     defaults = module.Config()
     shared = {f.name for f in dataclasses.fields(TrainConfig)}
     hints = config_lib.field_types(module.Config)
+    ranges = config_lib.ranges(module.Config)
     info = {
         "name": recipe,
         "description": (module.__doc__ or "").strip(),
@@ -50,7 +51,8 @@ def show_command(
     out.print(reflow(info["description"]), markup=False)
     table = Table("key", "default", "type", "", title="config (override with --set key=value)", box=None, title_justify="left")
     for key, value in info["config"].items():
-        table.add_row(key, repr(value), config_lib.type_name(hints[key]), "" if key in shared else "recipe")
+        allowed = f" {ranges[key]}" if key in ranges else ""
+        table.add_row(key, repr(value), config_lib.type_name(hints[key]) + allowed, "" if key in shared else "recipe")
     out.print(table)
     kinds = ", ".join(info["data_kinds"])
     table = Table("dataset", "", title=f"datasets (--dataset NAME, or --data PATH holding {kinds}: see dlcli data info PATH)", box=None, title_justify="left")

@@ -15,6 +15,7 @@ from dlcli.run import DataSpec, RunRecord
 
 
 def train_command(
+    ctx: typer.Context,
     recipe: options.Recipe,
     epochs: Annotated[int | None, typer.Option(help=f"Epochs to train \\[default: {options.RECIPE_DEFAULT}].", show_default=False)] = None,
     batch_size: options.BatchSize = None,
@@ -67,6 +68,8 @@ def train_command(
     chief = strategy_lib.is_chief()  # only the chief touches the run folder
     if chief:
         rundir.check_output(run_dir, overwrite=overwrite, resume=resume)
+        # Held until the command ends: a second `dlcli train` into the same folder is refused.
+        ctx.call_on_close(rundir.RunLock(run_dir).release)
     base = {}
     if resume:
         saved = RunRecord.read(run_dir / "config.json")

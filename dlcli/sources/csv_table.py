@@ -2,6 +2,7 @@
 
 import csv
 import io
+import math
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ def describe(path):
 def load(path, config):
     """The file as a Table of raw cells; `Table.numeric` turns chosen columns into numbers."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # Excel's "CSV UTF-8" starts with a byte-order mark
     except UnicodeDecodeError:
         raise DlcliError(f"{path} is not UTF-8 text; save it as UTF-8 CSV.") from None
     except OSError as e:
@@ -63,13 +64,20 @@ def numeric(table, names):
             dropped += 1
             continue
         try:
-            values.append([float(c) for c in cells])
+            row_values = [float(c) for c in cells]
         except ValueError:
             bad = next(n for n, c in zip(names, cells) if not is_number_or_missing(c))
             raise DlcliError(
                 f"{table.path} line {line}: column '{bad}' holds {cells[names.index(bad)]!r}, not a number. "
                 "Choose numeric columns (--set columns=a,b,c) or clean the file."
             ) from None
+        if not all(math.isfinite(v) for v in row_values):
+            bad = next(n for n, v in zip(names, row_values) if not math.isfinite(v))
+            raise DlcliError(
+                f"{table.path} line {line}: column '{bad}' holds {cells[names.index(bad)]!r}, which is not a finite number; "
+                "fix or blank that cell."
+            )
+        values.append(row_values)
     if not values:
         raise DlcliError(f"{table.path}: no complete numeric rows in columns {', '.join(names)}.")
     return np.array(values, np.float64), dropped
