@@ -33,6 +33,8 @@ from dlcli.lazy import keras, tf
 
 # ## Data: exact global batches of example indices, sliced per replica
 
+MAX_EPOCH_EXAMPLES = 1 << 27  # 134M indices: about 1.6 GB of index and weight arrays
+
 
 def batches(n, batch_size, *, shuffle_key=None, pad=False):
     """Cuts n examples into global batches: returns (index, weight), each (steps, batch).
@@ -356,6 +358,12 @@ def plan(config, splits, strategy):
     if not 0 < global_batch <= n_train:
         raise DlcliError(f"batch_size {global_batch} is larger than the {n_train} training examples; lower --batch-size.")
     steps_per_epoch = config.steps_per_epoch or n_train // global_batch
+    if steps_per_epoch * global_batch > MAX_EPOCH_EXAMPLES:
+        # An epoch's index batches are cut up front; past this they would not fit in memory.
+        raise DlcliError(
+            f"an epoch of {steps_per_epoch} steps x {global_batch} examples is more than dlcli cuts at once "
+            f"({MAX_EPOCH_EXAMPLES}); lower steps_per_epoch. Received: steps_per_epoch={steps_per_epoch}"
+        )
     per_call = config.steps_per_execution or max(1, min(steps_per_epoch // 10, 100))
     return Plan(global_batch, steps_per_epoch, per_call)
 

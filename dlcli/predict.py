@@ -44,6 +44,11 @@ def locate(path):
     raise DlcliError(f"{path} has no dlcli.json beside it: export it with `dlcli export RUN_DIR`.")
 
 
+def first_line(error):
+    lines = str(error).strip().splitlines()
+    return lines[0][:200] if lines else ""
+
+
 def load_keras(path, unsafe=False):
     """Loads a .keras model with Keras safe_mode on (no arbitrary code) unless `unsafe`."""
     try:
@@ -82,12 +87,18 @@ def predictor(kind, path, unsafe=False):
         model = load_keras(path, unsafe)
         return lambda x: np.asarray(model.predict(x, verbose=0))
     if kind == "savedmodel":
-        loaded = tf.saved_model.load(str(path))
-        spec = loaded.serve.input_signature[0]
+        try:
+            loaded = tf.saved_model.load(str(path))
+            spec = loaded.serve.input_signature[0]
+        except Exception as e:  # no variables/, a damaged graph, no `serve` signature...
+            raise DlcliError(f"cannot load SavedModel {path}: {type(e).__name__}: {first_line(e)}") from None
         return lambda x: loaded.serve(tf.constant(x, dtype=spec.dtype)).numpy()
-    with warnings.catch_warnings():  # tf.lite.Interpreter announces its move to LiteRT on every use
-        warnings.simplefilter("ignore")
-        interpreter = tf.lite.Interpreter(model_path=str(path))
+    try:
+        with warnings.catch_warnings():  # tf.lite.Interpreter announces its move to LiteRT on every use
+            warnings.simplefilter("ignore")
+            interpreter = tf.lite.Interpreter(model_path=str(path))
+    except (ValueError, RuntimeError) as e:  # not a FlatBuffer, a truncated file
+        raise DlcliError(f"cannot load TFLite model {path}: {first_line(e)}") from None
 
     def run(x):
         source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]

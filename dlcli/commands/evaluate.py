@@ -3,6 +3,7 @@
 import time
 from dlcli import config as config_lib
 from dlcli import data, options, registry, rundir, ui
+from dlcli.errors import DlcliError
 from dlcli.run import Run
 
 
@@ -31,6 +32,11 @@ def evaluate_command(
 
     model = predict.load_keras(run.model_path, unsafe)
     splits = module.load_data(config)
+    if list(splits.input_shape) != list(saved.data.input_shape):
+        raise DlcliError(
+            f"{splits.source} holds inputs of shape {list(splits.input_shape)}, but the model of {run_dir} reads "
+            f"{saved.data.input_shape}; evaluate it on data like what it was trained on."
+        )
     strategy = tf.distribute.get_strategy()
     loss_fn, metrics = loop.loss_and_metrics(module, config)
     _, eval_steps = loop.step_functions(strategy, model, loss_fn, metrics, config.batch_size)

@@ -19,8 +19,8 @@ CLASS_NAMES = ["negative", "positive"]
 
 def detect(path):
     path = Path(path)
-    if path.is_file():
-        return tarfile.is_tarfile(path) if path.suffix.lower() in (".gz", ".tgz", ".tar") else False
+    if path.is_file():  # by name: a damaged tarball is then refused by `load`, with the reason
+        return path.name.lower().endswith((".tar.gz", ".tgz", ".tar"))
     root = path / "aclImdb" if (path / "aclImdb").is_dir() else path
     return bool(_archives(path)) or (root / "train" / "pos").is_dir() or (root / "test" / "pos").is_dir()
 
@@ -89,7 +89,8 @@ def review_files(path):
                     if member.isfile() and match:
                         yield (*match.groups(), member.name, lambda tar=tar, member=member: tar.extractfile(member).read())
         except (tarfile.TarError, OSError, EOFError) as e:
-            raise DlcliError(f"cannot read {archive} as a tar archive: {e}") from None
+            reason = str(e).strip().splitlines()[0].rstrip(":") if str(e).strip() else type(e).__name__
+            raise DlcliError(f"cannot read {archive} as a tar archive: {reason}") from None
     if not archives:
         root = path / "aclImdb" if (path / "aclImdb").is_dir() else path
         for split in ("train", "test"):

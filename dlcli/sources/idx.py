@@ -2,6 +2,7 @@
 files in one folder, `train-images-idx3-ubyte[.gz]`, `train-labels-idx1-ubyte[.gz]`, `t10k-...`."""
 
 import gzip
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -17,6 +18,7 @@ FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 MAGIC = {3: 2051, 1: 2049}  # ndim -> magic number of an unsigned-byte IDX file
+MAX_BYTES = 8 << 30  # 8 GiB: far past any IDX dataset, short of what a forged header could ask for
 
 
 def detect(path):
@@ -52,22 +54,29 @@ def find_file(folder, stem):
 
 
 def read(path, ndim):
-    """Reads an unsigned-byte IDX file with `ndim` dimensions, checking magic number and size."""
+    """Reads an unsigned-byte IDX file with `ndim` dimensions, checking magic number and size.
+    Reads no more than the header declares (and refuses a declaration past MAX_BYTES), so a
+    forged header or a decompression bomb cannot exhaust memory."""
     opener = gzip.open if path.suffix == ".gz" else open
+    header = 4 + 4 * ndim
     try:
         with opener(path, "rb") as f:
-            raw = f.read()
+            head = f.read(header)
+            magic = int.from_bytes(head[:4], "big") if len(head) >= 4 else None
+            if magic != MAGIC[ndim]:
+                raise DlcliError(f"{path} is not a {ndim}-d unsigned-byte IDX file: magic number {magic}, expected {MAGIC[ndim]}.")
+            if len(head) < header:
+                raise DlcliError(f"{path} is truncated: its header is cut short.")
+            shape = tuple(int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+            size = math.prod(shape)  # Python ints: a forged header cannot overflow this
+            if size > MAX_BYTES:
+                raise DlcliError(f"{path} declares {shape} = {size} bytes, more than dlcli reads ({MAX_BYTES}).")
+            raw = f.read(size + 1)
     except (OSError, EOFError) as e:
         raise DlcliError(f"cannot read IDX file {path}: {e}") from None
-    header = 4 + 4 * ndim
-    magic = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
-    if magic != MAGIC[ndim]:
-        raise DlcliError(f"{path} is not a {ndim}-d unsigned-byte IDX file: magic number {magic}, expected {MAGIC[ndim]}.")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    size = int(np.prod(shape))
-    if len(raw) != header + size:
-        raise DlcliError(f"{path} is truncated or padded: header says {shape} = {size} bytes, file holds {len(raw) - header}.")
-    return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
+    if len(raw) != size:
+        raise DlcliError(f"{path} is truncated or padded: header says {shape} = {size} bytes, file holds {'more' if len(raw) > size else len(raw)}.")
+    return np.frombuffer(raw, np.uint8).reshape(shape)
 
 
 def read_folder(folder):
