@@ -81,7 +81,8 @@ def load_data(config):
     vectorize = keras.layers.TextVectorization(
         max_tokens=config.vocab_size, output_sequence_length=config.sequence_length
     )
-    vectorize.adapt(tf.data.Dataset.from_tensor_slices(train[0].astype(str)).batch(1024))
+    # A list, not `.astype(str)`: that pads every review to the longest as a fixed-width array.
+    vectorize.adapt(tf.data.Dataset.from_tensor_slices(list(train[0])).batch(1024))
     return data.Splits(
         train=train, val=val, test=test, input_shape=(config.sequence_length,), source=source,
         num_classes=2, class_names=["negative", "positive"], preprocess=vectorize, kind="text",

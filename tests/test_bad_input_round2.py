@@ -135,3 +135,21 @@ def test_two_trainings_into_one_folder_the_second_is_refused(tmp_path):
     finally:
         first.terminate()
         first.wait(timeout=120)
+
+
+def test_fifos_and_devices_are_refused_without_hanging(dlcli_subprocess, tmp_path):
+    import os
+
+    fifo = tmp_path / "stream.csv"
+    os.mkfifo(fifo)
+    one_line(dlcli_subprocess("train", "regression", "--data", fifo, "--set", "target=y", "-o", tmp_path / "a", timeout=120))
+    one_line(dlcli_subprocess("train", "regression", "--data", "/dev/zero", "-o", tmp_path / "b", timeout=120), "not a format dlcli reads")
+    reviews = tmp_path / "reviews"
+    for split in ("train", "test"):
+        for label in ("pos", "neg"):
+            (reviews / split / label).mkdir(parents=True)
+            (reviews / split / label / "0_1.txt").write_text(f"a {label} film")
+    os.mkfifo(reviews / "train" / "pos" / "1_9.txt")  # would block forever if read
+    from dlcli.sources import aclimdb
+
+    assert len(aclimdb.load(reviews, None).train[0]) == 2

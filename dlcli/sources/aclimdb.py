@@ -15,6 +15,7 @@ NAME = "aclImdb movie reviews (a folder or .tar.gz with train/{pos,neg} and test
 KIND = "text"
 REVIEW_PATH = re.compile(r"(?:^|/)(train|test)/(pos|neg)/[^/]+\.txt$")
 CLASS_NAMES = ["negative", "positive"]
+MAX_CHARS = 1 << 20  # per review: the model reads a few hundred words; a 20 MB "review" is cut here
 
 
 def detect(path):
@@ -47,7 +48,7 @@ def load(path, config):
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             text, not_utf8 = raw.decode("utf-8", "replace"), not_utf8 + 1
-        reviews[(split, label)].append((name, one_line(text)))
+        reviews[(split, label)].append((name, one_line(text[:MAX_CHARS])))
     empty = [f"{split}/{label}" for (split, label), found in reviews.items() if not found]
     if empty:
         raise DlcliError(
@@ -96,5 +97,6 @@ def review_files(path):
         for split in ("train", "test"):
             for label in ("pos", "neg"):
                 folder = root / split / label
-                for file in sorted(folder.glob("*.txt")) if folder.is_dir() else []:
+                # Regular files only: a FIFO or device named *.txt would block or never end.
+                for file in sorted(p for p in folder.glob("*.txt") if p.is_file()) if folder.is_dir() else []:
                     yield split, label, f"{split}/{label}/{file.name}", file.read_bytes

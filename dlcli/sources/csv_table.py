@@ -13,6 +13,7 @@ from dlcli.errors import DlcliError
 NAME = "a CSV file with a header row (.csv)"
 KIND = "table"
 MISSING = {"", "na", "nan", "null", "none", "?"}  # cells read as missing values
+MAX_BYTES = 2 << 30  # a table is read whole: 2 GiB of text is already ~10 GiB of Python strings
 
 
 def detect(path):
@@ -27,7 +28,12 @@ def describe(path):
 
 
 def load(path, config):
-    """The file as a Table of raw cells; `Table.numeric` turns chosen columns into numbers."""
+    """The file as a Table of raw cells; `numeric` turns chosen columns into numbers."""
+    path = Path(path)
+    if not path.is_file():  # a FIFO or a device would block or never end
+        raise DlcliError(f"{path} is not a regular file.")
+    if path.stat().st_size > MAX_BYTES:
+        raise DlcliError(f"{path} is {path.stat().st_size} bytes, more than dlcli reads as a CSV table ({MAX_BYTES}).")
     try:
         text = Path(path).read_text(encoding="utf-8-sig")  # Excel's "CSV UTF-8" starts with a byte-order mark
     except UnicodeDecodeError:
