@@ -384,9 +384,29 @@ def build(recipe, config, splits, strategy, the_plan, report):
     return State(model, optimizer, metrics, train_steps, eval_steps, epoch, step, checkpoint)
 
 
-def restore(state, config, run_dir, the_plan, report):
-    """Restores the latest checkpoint of `run_dir` into `state`, and the history up to it."""
-    latest = tf.train.latest_checkpoint(str(Path(run_dir) / "checkpoints"))
+def agree_on_checkpoint(strategy, chief, resume, folder):
+    """The checkpoint every worker restores: the chief's choice (the latest in `folder`, or none
+    for a fresh start). Under multi-worker the chief's checkpoint number reaches the others in one
+    all-reduce, so a worker that read the shared folder at another moment (a late start, a
+    different decision) still restores exactly what the chief restores, and no worker reads a
+    file the chief is about to write."""
+    latest = rundir.latest_checkpoint(folder) if (chief and resume) else None
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return str(Path(folder) / latest) if latest else None
+
+    @tf.function
+    def from_chief(number):
+        return strategy.reduce("SUM", strategy.run(lambda: number), axis=None)
+
+    # Only the chief's replicas contribute, so the sum is its number times its replica count.
+    local_replicas = len(strategy.extended.worker_devices)
+    contribution = (rundir.checkpoint_number(latest) + 1) if latest else 0
+    agreed = int(from_chief(tf.constant(contribution, tf.int64))) // local_replicas
+    return str(Path(folder) / f"ckpt-{agreed - 1}") if agreed else None
+
+
+def restore(state, config, latest, run_dir, the_plan, report):
+    """Restores checkpoint `latest` (a path prefix) into `state`, and the history up to it."""
     if not latest:
         return
     try:
@@ -418,7 +438,8 @@ class Checkpoints:
 
     def __init__(self, state, run_dir, chief):
         self.run_dir = Path(run_dir)
-        self.folder = self.run_dir / "checkpoints" if chief else Path(tempfile.mkdtemp(prefix="dlcli-worker-"))
+        self.shared = rundir.checkpoints_dir(run_dir)  # RUN_DIR/checkpoints, or AIP_CHECKPOINT_DIR
+        self.folder = self.shared if chief else Path(tempfile.mkdtemp(prefix="dlcli-worker-"))
         self.chief = chief
         self.manager = tf.train.CheckpointManager(state.checkpoint, str(self.folder), max_to_keep=3)
 
@@ -432,7 +453,7 @@ class Checkpoints:
             ) from None
 
     def latest(self):
-        return tf.train.latest_checkpoint(str(self.run_dir / "checkpoints"))
+        return tf.train.latest_checkpoint(str(self.shared))
 
     def close(self):
         if not self.chief:
@@ -541,8 +562,8 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
 
     # 2. Build, restore, and only then touch the run folder.
     state = build(recipe, config, splits, strategy, the_plan, report)
-    if resume:
-        restore(state, config, run_dir, the_plan, report)
+    latest = agree_on_checkpoint(strategy, chief, resume, rundir.checkpoints_dir(run_dir))
+    restore(state, config, latest, run_dir, the_plan, report)
     if chief:
         start_run_dir(run_dir, overwrite, record)
     hooks = [*(hooks or []), *([TensorBoardLog(rundir.logs_dir(run_dir))] if chief else [])]
@@ -557,7 +578,7 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
             name = recipe.__name__.split(".")[-1]
             return Interrupted(
                 f"stopped by {signal.Signals(signum).name} {where}; checkpoint saved. "
-                f"Continue with: dlcli train {name} -o {run_dir} --resume",
+                f"Continue with: dlcli train {name} -o {run_dir} --resume (or the same command, under TF_CONFIG or AIP_*)",
                 signum,
             )
 
