@@ -21,7 +21,7 @@ from dlcli.errors import DlcliError, WriteError
 
 RUN_FILES = ("config.json", "model.keras", "checkpoints", "history.csv", "metrics.json", "logs")
 # On Vertex AI, the SavedModel export that its model registry serves, beside model.keras.
-SAVEDMODEL_FILES = ("saved_model.pb", "variables", "assets", "fingerprint.pb", "dlcli.json")
+SAVEDMODEL_FILES = ("saved_model.pb", "variables", "assets", "fingerprint.pb")
 PICTURES = ("curves.png", "confusion_matrix.png", "confusion_matrix.csv", "samples.png", "forecast.png", "forecast.csv", "reconstructions.png")
 
 
@@ -267,6 +267,36 @@ def clear_run(path):
     if folder.is_dir():
         for target in [folder / "checkpoint", *folder.glob("ckpt-*")]:
             target.unlink(missing_ok=True)
+
+
+def vertex_model_dir(run_dir):
+    """Whether `run_dir` is Vertex AI's AIP_MODEL_DIR, where its model registry looks for a model."""
+    location = os.environ.get("AIP_MODEL_DIR")
+    return bool(location) and Path(run_dir).resolve() == local_path(location, "AIP_MODEL_DIR").resolve()
+
+
+def export_savedmodel(run_dir):
+    """Exports RUN_DIR/model.keras as a SavedModel at the root of RUN_DIR (saved_model.pb,
+    variables/), the layout Vertex AI's model registry and prediction containers load from
+    AIP_MODEL_DIR. Built in a scratch folder first; saved_model.pb, which readers look for,
+    is moved in last, so a reader never finds it without its variables."""
+    import keras
+
+    run_dir = Path(run_dir)
+    model = keras.saving.load_model(run_dir / "model.keras")  # safe mode: what predict would load
+    with tempfile.TemporaryDirectory(dir=run_dir, prefix=".savedmodel-") as scratch:
+        staged = Path(scratch) / "savedmodel"
+        try:
+            model.export(str(staged), format="tf_saved_model", verbose=False)
+            names = sorted((p.name for p in staged.iterdir()), key=lambda name: name == "saved_model.pb")
+            for name in names:
+                target = run_dir / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                os.replace(staged / name, target)
+        except OSError as e:
+            raise WriteError(f"could not write the SavedModel in {run_dir}: {e.strerror}.") from None
+    return run_dir / "saved_model.pb"
 
 
 def versions():

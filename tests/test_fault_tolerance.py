@@ -24,9 +24,9 @@ SLOW_EPOCHS = ["--dataset", "digits", "--set", "steps_per_epoch=600", "--set", "
 SHORT_EPOCHS = ["--dataset", "digits", "--set", "steps_per_epoch=150", "--set", "steps_per_execution=1", "--batch-size", "32"]
 
 
-def start(*args):
+def start(*args, env=None):
     return subprocess.Popen(
-        [sys.executable, "-m", "dlcli", *map(str, args)], cwd=REPO, env=ENV,
+        [sys.executable, "-m", "dlcli", *map(str, args)], cwd=REPO, env={**ENV, **(env or {})},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 

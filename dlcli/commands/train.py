@@ -136,6 +136,8 @@ def train_command(
             chief=chief, resume=resume, overwrite=overwrite, record=record, report=report,
         )
     final = artifacts.write(module, config, splits, run_dir, result.metrics) if chief else result.metrics
+    if chief and rundir.vertex_model_dir(run_dir):  # what Vertex AI's model registry serves
+        out.print(f"SavedModel for Vertex AI: {rundir.export_savedmodel(run_dir)}")
 
     out.print(f"[bold]test[/bold] {ui.metrics_line(final['test'])}  ({final['test_examples']} examples)")
     for key, value in final.get("report", {}).items():
