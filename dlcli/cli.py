@@ -98,4 +98,7 @@ app.add_typer(data_cmd.app, name="data")
 
 
 def main():
+    from dlcli.container import adopt_volume_owner
+
+    adopt_volume_owner()  # in the container image only: write the mounted /runs as its owner
     app(prog_name="dlcli")  # also as `python -m dlcli`, so usage lines and completion say dlcli

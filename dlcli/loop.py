@@ -392,19 +392,38 @@ def build(recipe, config, splits, strategy, the_plan, report):
     return State(model, optimizer, metrics, train_steps, eval_steps, epoch, step, checkpoint)
 
 
-def restore(state, config, run_dir, the_plan, report):
-    """Restores the latest checkpoint of `run_dir` into `state`, and the history up to it.
-    Nothing to restore is an error: a resumed run never silently starts again from epoch 1."""
-    folder = Path(run_dir) / "checkpoints"
-    try:
-        latest = tf.train.latest_checkpoint(str(folder))
-    except (tf.errors.OpError, ValueError, UnicodeDecodeError):  # a damaged state file
-        latest = None
-    if not latest or not Path(latest + ".index").is_file():
-        raise DlcliError(
-            f"--resume: {folder} holds no readable checkpoint (missing, or its state file is damaged), so there is "
-            "nothing to resume and nothing was changed. Train again with --overwrite, or into another --output."
-        )
+def agree_on_checkpoint(strategy, chief, resume, folder):
+    """The checkpoint every worker restores: the chief's choice (the latest in `folder`, or none
+    for a fresh start). Under multi-worker the chief's checkpoint number reaches the others in one
+    all-reduce, so a worker that read the shared folder at another moment (a late start, a
+    different decision) still restores exactly what the chief restores, and no worker reads a
+    file the chief is about to write."""
+    latest = rundir.latest_checkpoint(folder) if (chief and resume) else None
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return str(Path(folder) / latest) if latest else None
+
+    @tf.function
+    def from_chief(number):
+        return strategy.reduce("SUM", strategy.run(lambda: number), axis=None)
+
+    # Only the chief's replicas contribute, so the sum is its number times its replica count.
+    local_replicas = len(strategy.extended.worker_devices)
+    contribution = (rundir.checkpoint_number(latest) + 1) if latest else 0
+    agreed = int(from_chief(tf.constant(contribution, tf.int64))) // local_replicas
+    return str(Path(folder) / f"ckpt-{agreed - 1}") if agreed else None
+
+
+def restore(state, config, latest, run_dir, the_plan, report, resume):
+    """Restores checkpoint `latest` (a path prefix) into `state`, and the history up to it.
+    Nothing to restore when resuming is an error: a resumed run never silently starts again
+    from epoch 1. (Every worker gets the same `latest`, so every worker takes this decision.)"""
+    if not latest:
+        if resume:
+            raise DlcliError(
+                f"--resume: {rundir.checkpoints_dir(run_dir)} holds no readable checkpoint (missing, or its state file is "
+                "damaged), so there is nothing to resume and nothing was changed. Train again with --overwrite, or into another --output."
+            )
+        return
     try:
         state.checkpoint.restore(latest).assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as e:
@@ -434,7 +453,8 @@ class Checkpoints:
 
     def __init__(self, state, run_dir, chief):
         self.run_dir = Path(run_dir)
-        self.folder = self.run_dir / "checkpoints" if chief else Path(tempfile.mkdtemp(prefix="dlcli-worker-"))
+        self.shared = rundir.checkpoints_dir(run_dir)  # RUN_DIR/checkpoints, or AIP_CHECKPOINT_DIR
+        self.folder = self.shared if chief else Path(tempfile.mkdtemp(prefix="dlcli-worker-"))
         self.chief = chief
         self.manager = tf.train.CheckpointManager(state.checkpoint, str(self.folder), max_to_keep=3)
 
@@ -448,7 +468,7 @@ class Checkpoints:
             ) from None
 
     def latest(self):
-        return tf.train.latest_checkpoint(str(self.run_dir / "checkpoints"))
+        return tf.train.latest_checkpoint(str(self.shared))
 
     def close(self):
         if not self.chief:
@@ -557,8 +577,8 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
 
     # 2. Build, restore, and only then touch the run folder.
     state = build(recipe, config, splits, strategy, the_plan, report)
-    if resume:
-        restore(state, config, run_dir, the_plan, report)
+    latest = agree_on_checkpoint(strategy, chief, resume, rundir.checkpoints_dir(run_dir))
+    restore(state, config, latest, run_dir, the_plan, report, resume)
     if chief:
         start_run_dir(run_dir, overwrite, record)
     hooks = [*(hooks or []), *([TensorBoardLog(rundir.logs_dir(run_dir))] if chief else [])]
@@ -573,7 +593,7 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
             name = recipe.__name__.split(".")[-1]
             return Interrupted(
                 f"stopped by {signal.Signals(signum).name} {where}; checkpoint saved. "
-                f"Continue with: dlcli train {name} -o {run_dir} --resume",
+                f"Continue with: dlcli train {name} -o {run_dir} --resume (or the same command, under TF_CONFIG or AIP_*)",
                 signum,
             )
 

@@ -46,6 +46,9 @@ class RunRecord:
     command: list = field(default_factory=list)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     schema: int = SCHEMA
+    # Vertex AI's CLOUD_ML_JOB_ID when the run is a custom job; optional, so records without it
+    # (and readers that do not know it) stay valid under schema 2.
+    job_id: str | None = None
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -81,7 +84,7 @@ class RunRecord:
             "recipe": (record.recipe, str), "config": (record.config, dict), "strategy": (record.strategy, dict),
             "data.input_shape": (spec.input_shape, list), "data.source": (spec.source, str), "data.kind": (spec.kind, str),
             "data.class_names": (spec.class_names, (list, type(None))), "data.feature_names": (spec.feature_names, (list, type(None))),
-            "data.target": (spec.target, (str, type(None))),
+            "data.target": (spec.target, (str, type(None))), "job_id": (record.job_id, (str, type(None))),
         }
         for name, (value, kind) in checks.items():
             if not isinstance(value, kind):
@@ -94,6 +97,57 @@ class RunRecord:
     @classmethod
     def read(cls, path):
         return cls.from_dict(rundir.read_json(path), path)
+
+
+@dataclass
+class Start:
+    """How a `dlcli train` begins in its run folder: continue from a checkpoint, or start anew
+    (clearing what an earlier attempt of the same run left), and the line that says which."""
+
+    resume: bool
+    clear: bool
+    message: str
+
+
+def auto_resume(run_dir, recipe, config, checkpoints):
+    """`--resume auto`: continue when `run_dir` holds a checkpoint of the same recipe and config
+    (`config` a dict, compared without the keys a continued run may change), else start fresh.
+
+    Decided from the files alone, before anything is written, so every worker of a cluster
+    reading the same shared folder decides alike. Raises DlcliError when the folder holds a run
+    of another recipe or config, or files that are not a run.
+    """
+    run_dir, checkpoints = Path(run_dir), Path(checkpoints)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise DlcliError(f"--output {run_dir} exists and is not a folder.")
+    latest = rundir.latest_checkpoint(checkpoints)
+    if not (run_dir / "config.json").is_file():
+        if latest:
+            raise DlcliError(
+                f"{checkpoints} holds checkpoint {latest} but {run_dir} has no config.json to tell which run it belongs to; "
+                "pass --overwrite to start anew, or point --output at its run."
+            )
+        if run_dir.is_dir() and any(run_dir.iterdir()):
+            raise DlcliError(
+                f"--output {run_dir} holds files that are not a dlcli run (no config.json); "
+                "pass --overwrite to replace them, or choose another --output."
+            )
+        return Start(False, False, f"resume auto: no checkpoint in {checkpoints}; starting a new run in {run_dir}")
+    saved = RunRecord.read(run_dir / "config.json")
+    if saved.recipe != recipe:
+        raise DlcliError(
+            f"{run_dir} holds a run of recipe '{saved.recipe}', not '{recipe}'; pass --overwrite to replace it, or choose another --output."
+        )
+    changed = rundir.config_changes(saved.config, config)
+    if changed:
+        shown = ", ".join(f"{k}={saved.config.get(k)!r} -> {config.get(k)!r}" for k in changed[:4])
+        raise DlcliError(
+            f"{run_dir} holds a {recipe} run of another config ({shown}); "
+            "pass --overwrite to replace it, or choose another --output."
+        )
+    if latest:
+        return Start(True, False, f"resume auto: continuing the run in {run_dir} from checkpoint {latest}")
+    return Start(False, True, f"resume auto: {run_dir} holds this run but no checkpoint yet; starting it anew")
 
 
 class Run:

@@ -13,6 +13,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -21,6 +22,8 @@ from pathlib import Path
 from dlcli.errors import DlcliError, WriteError
 
 RUN_FILES = ("config.json", "model.keras", "checkpoints", "history.csv", "metrics.json", "logs")
+# On Vertex AI, the SavedModel export that its model registry serves, beside model.keras.
+SAVEDMODEL_FILES = ("saved_model.pb", "variables", "assets", "fingerprint.pb")
 PICTURES = ("curves.png", "confusion_matrix.png", "confusion_matrix.csv", "samples.png", "forecast.png", "forecast.csv", "reconstructions.png")
 
 
@@ -116,13 +119,20 @@ def save_model(model, path):
         tmp.unlink(missing_ok=True)
 
 
+def runs_root():
+    """Where default run folders go: $DLCLI_RUNS if set (the container image sets /runs, its
+    volume), else ./runs."""
+    return Path(os.environ.get("DLCLI_RUNS") or "runs")
+
+
 def default_run_dir(recipe):
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = Path("runs") / f"{recipe}-{stamp}"
+    root = runs_root()
+    path = root / f"{recipe}-{stamp}"
     n = 1
     while path.exists():
         n += 1
-        path = Path("runs") / f"{recipe}-{stamp}-{n}"
+        path = root / f"{recipe}-{stamp}-{n}"
     return path
 
 
@@ -141,8 +151,34 @@ def logs_dir(run_dir):
     return local_path(location, "AIP_TENSORBOARD_LOG_DIR") if location else Path(run_dir) / "logs"
 
 
+def checkpoints_dir(run_dir):
+    """Where checkpoints go: Vertex AI's AIP_CHECKPOINT_DIR if set, else RUN_DIR/checkpoints."""
+    location = os.environ.get("AIP_CHECKPOINT_DIR")
+    return local_path(location, "AIP_CHECKPOINT_DIR") if location else Path(run_dir) / "checkpoints"
+
+
+def latest_checkpoint(folder):
+    """The name of the newest complete checkpoint in `folder` (`ckpt-N`), or None; read from the
+    `checkpoint` file tf.train.CheckpointManager keeps, without importing TensorFlow.
+    TensorFlow writes a checkpoint's files before it points `checkpoint` at it."""
+    try:
+        text = (Path(folder) / "checkpoint").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    match = re.search(r'^model_checkpoint_path: "([^"]+)"', text, re.M)
+    if not match:
+        return None
+    name = Path(match.group(1)).name
+    return name if (Path(folder) / f"{name}.index").is_file() else None
+
+
+def checkpoint_number(name):
+    """`ckpt-120` -> 120 (the global step it was saved at)."""
+    return int(name.rsplit("-", 1)[1])
+
+
 def resolve_run_dir(output, recipe):
-    """--output, else Vertex AI's AIP_MODEL_DIR, else runs/RECIPE-TIMESTAMP.
+    """--output, else Vertex AI's AIP_MODEL_DIR, else $DLCLI_RUNS/RECIPE-TIMESTAMP (./runs/...).
 
     Vertex AI gives gs:// locations and mounts Cloud Storage at /gcs/ (Cloud Storage FUSE),
     so gs://bucket/path is written as /gcs/bucket/path.
@@ -195,15 +231,112 @@ class RunLock:
             self.path.rmdir()
 
 
-def clear_run(path):
-    """Removes a previous run's artifacts (for --overwrite), once the new run is ready to start."""
+# A free-space floor below which a run is refused before it starts: checkpoints and the model
+# of the recipes here are a few MiB each; a disk with less than this is as good as full.
+MIN_FREE_BYTES = 64 * 2**20
+PROBE_BYTES = 2**20
+
+
+def in_container():
+    """Whether this is dlcli's container image (its Dockerfile sets DLCLI_CONTAINER=1)."""
+    return bool(os.environ.get("DLCLI_CONTAINER"))
+
+
+def check_writable(path, what="run folder"):
+    """Refuses, before any data loads, a location training could not write: a file in the way,
+    no permission, a read-only or full file system. Nothing is left behind: the probe is a
+    temporary file in the nearest existing folder, removed at once."""
     path = Path(path)
-    for name in (*RUN_FILES, *PICTURES, "evaluation.json"):
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        blocker = "it" if existing == path else f"{existing}"
+        raise DlcliError(f"cannot write the {what} {path}: {blocker} is a file, not a folder; choose another --output or move the file.")
+    hint = ""
+    if in_container():
+        owner = existing.stat().st_uid
+        hint = (
+            f" The container runs as uid {os.getuid()} and {existing} belongs to uid {owner}: "
+            'run it with --user "$(id -u):$(id -g)" (docker run --user ...), or make the host folder writable.'
+        )
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".dlcli-write-test.")
+    except OSError as e:
+        raise DlcliError(f"cannot write the {what} {path}: {e.strerror} in {existing}.{hint}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(b"\0" * PROBE_BYTES)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise DlcliError(f"cannot write the {what} {path}: {e.strerror} in {existing}; free some space or choose another --output.") from None
+    finally:
+        Path(probe).unlink(missing_ok=True)
+    free = shutil.disk_usage(existing).free
+    if free < MIN_FREE_BYTES:
+        raise DlcliError(
+            f"cannot write the {what} {path}: only {free // 2**20} MiB free in {existing} (at least {MIN_FREE_BYTES // 2**20} MiB needed); "
+            "free some space or choose another --output."
+        )
+
+
+# What a continued run may change: how long it trains, how often it checkpoints, how steps are
+# grouped per call, where tensorflow-datasets keeps its data, XLA. Any other key makes it another run.
+RESUMABLE_CHANGES = ("epochs", "checkpoint_every", "steps_per_execution", "data_dir", "jit")
+
+
+def config_changes(saved, new):
+    """The config keys whose values differ between a saved run and a new command, except those
+    a continued run may change."""
+    keys = sorted((set(saved) | set(new)) - set(RESUMABLE_CHANGES))
+    return [k for k in keys if saved.get(k) != new.get(k)]
+
+
+def clear_run(path):
+    """Removes a previous run's artifacts (for --overwrite), once the new run is ready to start,
+    and its checkpoints where they live elsewhere (AIP_CHECKPOINT_DIR)."""
+    path = Path(path)
+    for name in (*RUN_FILES, *PICTURES, *SAVEDMODEL_FILES, "evaluation.json"):
         target = path / name
         if target.is_dir():
             shutil.rmtree(target)
         elif target.exists():
             target.unlink()
+    folder = checkpoints_dir(path)
+    if folder.is_dir():
+        for target in [folder / "checkpoint", *folder.glob("ckpt-*")]:
+            target.unlink(missing_ok=True)
+
+
+def vertex_model_dir(run_dir):
+    """Whether `run_dir` is Vertex AI's AIP_MODEL_DIR, where its model registry looks for a model."""
+    location = os.environ.get("AIP_MODEL_DIR")
+    return bool(location) and Path(run_dir).resolve() == local_path(location, "AIP_MODEL_DIR").resolve()
+
+
+def export_savedmodel(run_dir):
+    """Exports RUN_DIR/model.keras as a SavedModel at the root of RUN_DIR (saved_model.pb,
+    variables/), the layout Vertex AI's model registry and prediction containers load from
+    AIP_MODEL_DIR. Built in a scratch folder first; saved_model.pb, which readers look for,
+    is moved in last, so a reader never finds it without its variables."""
+    import keras
+
+    run_dir = Path(run_dir)
+    model = keras.saving.load_model(run_dir / "model.keras")  # safe mode: what predict would load
+    with tempfile.TemporaryDirectory(dir=run_dir, prefix=".savedmodel-") as scratch:
+        staged = Path(scratch) / "savedmodel"
+        try:
+            model.export(str(staged), format="tf_saved_model", verbose=False)
+            names = sorted((p.name for p in staged.iterdir()), key=lambda name: name == "saved_model.pb")
+            for name in names:
+                target = run_dir / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                os.replace(staged / name, target)
+        except OSError as e:
+            raise WriteError(f"could not write the SavedModel in {run_dir}: {e.strerror}.") from None
+    return run_dir / "saved_model.pb"
 
 
 def versions():

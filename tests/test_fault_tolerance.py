@@ -24,9 +24,9 @@ SLOW_EPOCHS = ["--dataset", "digits", "--set", "steps_per_epoch=600", "--set", "
 SHORT_EPOCHS = ["--dataset", "digits", "--set", "steps_per_epoch=150", "--set", "steps_per_execution=1", "--batch-size", "32"]
 
 
-def start(*args):
+def start(*args, env=None):
     return subprocess.Popen(
-        [sys.executable, "-m", "dlcli", *map(str, args)], cwd=REPO, env=ENV,
+        [sys.executable, "-m", "dlcli", *map(str, args)], cwd=REPO, env={**ENV, **(env or {})},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
@@ -105,7 +105,7 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path):
     assert epochs_in(run_dir) == [1, 2, 3]
 
 
-def test_a_killed_worker_stops_the_job_and_resume_completes(tmp_path):
+def test_a_killed_worker_stops_the_job_and_the_same_command_completes_it(tmp_path):
     psutil = pytest.importorskip("psutil")
     run_dir = tmp_path / "run"
     args = ["launch", "--workers", 2, "--", "train", "cnn", *SHORT_EPOCHS, "--epochs", 2, "--checkpoint-every", 50, "-o", run_dir]
@@ -117,8 +117,12 @@ def test_a_killed_worker_stops_the_job_and_resume_completes(tmp_path):
     code, out, err = finish(launcher)
     assert code != 0
     assert "error: worker 1 exited with code -9; stopped the other workers" in err
-    code, out, err = finish(start(*args, "--resume"))
+    # The identical command again, as a platform restarts a job: under TF_CONFIG every worker
+    # decides by itself to continue (resume auto), from the checkpoint the chief picked.
+    code, out, err = finish(start(*args))
     assert code == 0, err[-3000:] + out[-3000:]
+    assert re.search(r"\[worker 0\] resume auto: continuing the run in .* from checkpoint ckpt-\d+", out), out[-3000:]
+    assert re.search(r"\[worker 1\] resume auto: continuing the run", out), out[-3000:]
     assert "resuming" in out
     assert epochs_in(run_dir) == [1, 2]
 

@@ -40,13 +40,67 @@ def test_the_image_builds_on_a_tensorflow_release_that_pyproject_accepts():
     assert gpu in DOCKERFILE and gpu in (REPO / "README.md").read_text()
 
 
-def test_the_image_runs_dlcli_as_a_user_with_volumes_for_runs_and_data():
+def test_the_image_runs_dlcli_with_volumes_for_runs_and_data_and_run_folders_in_runs():
     assert instructions("ENTRYPOINT") == ['["dlcli"]']
-    users = instructions("USER")
-    assert users and users[-1] not in ("root", "0")
+    # It starts as root only for dlcli to take on the owner of the mounted /runs
+    # (dlcli/container.py); the fallback user exists.
+    assert not instructions("USER") and "useradd --create-home --uid 1000 dlcli" in DOCKERFILE
     volumes = json.loads(instructions("VOLUME")[0])
     assert set(volumes) == {"/runs", "/data"}
     assert re.search(r"TFDS_DATA_DIR=/data\b", DOCKERFILE)
+    assert re.search(r"DLCLI_RUNS=/runs\b", DOCKERFILE) and "DLCLI_CONTAINER=1" in DOCKERFILE
+    assert instructions("WORKDIR")[-1] == "/runs"
+    # TF_CPP_MIN_LOG_LEVEL set in the image would hide TensorFlow's lines even with DLCLI_DEBUG=1.
+    assert "TF_CPP_MIN_LOG_LEVEL" not in DOCKERFILE
+
+
+def test_the_build_context_leaves_out_what_the_image_does_not_need():
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert {".git", ".venv", "runs", "data"} <= set(ignored)
+    copied = {line.split()[0] for line in instructions("COPY")}
+    assert not copied & set(ignored), "the Dockerfile copies something .dockerignore leaves out"
+
+
+def test_the_license_is_an_spdx_string_with_a_setuptools_that_reads_it():
+    assert PYPROJECT["project"]["license"] == "Apache-2.0"
+    (backend,) = PYPROJECT["build-system"]["requires"]
+    assert int(re.fullmatch(r"setuptools>=(\d+)", backend).group(1)) >= 77  # PEP 639 strings
+
+
+def test_the_default_run_folder_honours_dlcli_runs(monkeypatch, tmp_path):
+    from dlcli import rundir
+
+    monkeypatch.setenv("DLCLI_RUNS", str(tmp_path))
+    monkeypatch.delenv("AIP_MODEL_DIR", raising=False)
+    path = rundir.resolve_run_dir(None, "cnn")
+    assert path.parent == tmp_path and path.name.startswith("cnn-")
+    monkeypatch.delenv("DLCLI_RUNS")
+    assert rundir.resolve_run_dir(None, "cnn").parent.as_posix() == "runs"
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="switching users needs root")
+def test_in_the_container_dlcli_takes_on_the_owner_of_the_mounted_runs_folder(tmp_path):
+    """What the image's root start does: a mounted folder owned by uid 4321 makes dlcli uid 4321,
+    with a writable HOME; one owned by root keeps root. (Run in a child: it changes users.)"""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    os.chown(runs, 4321, 4322)
+    code = (
+        "import os, sys\n"
+        "from dlcli import container\n"
+        f"container.VOLUMES = ({str(runs)!r},)\n"
+        "container.mount_points = lambda: set(container.VOLUMES)\n"
+        "container.adopt_volume_owner()\n"
+        "print(os.getuid(), os.getgid(), os.access(os.environ['HOME'], os.W_OK))\n"
+    )
+    def run(env):
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, cwd=REPO, timeout=60)
+
+    result = run({"DLCLI_CONTAINER": "1"})
+    assert result.stdout.split() == ["4321", "4322", "True"], result.stderr
+    assert run({"DLCLI_CONTAINER": ""}).stdout.split()[:2] == ["0", "0"]  # outside the image: nothing changes
+    os.chown(runs, 0, 0)
+    assert run({"DLCLI_CONTAINER": "1"}).stdout.split()[:2] == ["0", "0"]  # root's folder is written as root
 
 
 def test_the_image_installs_every_package_pyproject_ships():

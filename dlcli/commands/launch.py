@@ -94,7 +94,7 @@ def launch_command(
         raise typer.Exit(EXIT_PREEMPTED if forwarded[0] == signal.SIGTERM else EXIT_INTERRUPTED)
     raise DlcliError(
         f"worker {index} exited with code {code}; stopped the other workers. "
-        "Relaunch the same command with --resume to continue from the last checkpoint."
+        "Run the same command again to continue from the last checkpoint (workers with TF_CONFIG resume by themselves)."
     )
 
 

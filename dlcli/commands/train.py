@@ -1,6 +1,7 @@
 """`dlcli train RECIPE`: train a recipe under a tf.distribute strategy and save the run."""
 
 import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -11,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from dlcli import config as config_lib
 from dlcli import data, options, registry, rundir, strategy as strategy_lib, ui
 from dlcli.errors import DlcliError
-from dlcli.run import DataSpec, RunRecord
+from dlcli.run import DataSpec, RunRecord, auto_resume
 
 
 def train_command(
@@ -45,7 +46,15 @@ def train_command(
     output: options.TrainOutput = None,
     config_file: Annotated[Path | None, typer.Option("--config", help="TOML file of config overrides.", show_default=False)] = None,
     sets: Annotated[list[str] | None, typer.Option("--set", help="Config override key=value (repeatable).", show_default=False)] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --output from its last checkpoint.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --output from its last checkpoint (it must have one).")] = False,
+    resume_auto: Annotated[
+        bool,
+        typer.Option(
+            "--resume-auto",
+            help="Continue the run in the run folder if it holds a checkpoint of the same recipe and config, else start it; "
+            "the default when TF_CONFIG or AIP_* is set (a platform that restarts jobs) and neither --resume nor --overwrite is given.",
+        ),
+    ] = False,
     overwrite: options.Overwrite = False,
     as_json: options.Json = False,
 ):
@@ -64,12 +73,15 @@ def train_command(
         raise DlcliError("--resume needs --output RUN_DIR: the run to continue.")
     if resume and overwrite:
         raise DlcliError("--resume and --overwrite contradict each other; pick one.")
+    if resume_auto and (resume or overwrite):
+        raise DlcliError(f"--resume-auto and {'--resume' if resume else '--overwrite'} contradict each other; pick one.")
+    if not (resume or overwrite or resume_auto) and restarting_platform():
+        resume_auto = True  # the platform reruns this same command after a restart: continue then
     run_dir = rundir.resolve_run_dir(output, recipe)
+    checkpoints = rundir.checkpoints_dir(run_dir)
     chief = strategy_lib.is_chief()  # only the chief touches the run folder
-    if chief:
+    if chief and not resume_auto:
         rundir.check_output(run_dir, overwrite=overwrite, resume=resume)
-        # Held until the command ends: a second `dlcli train` into the same folder is refused.
-        ctx.call_on_close(rundir.RunLock(run_dir).release)
     base = {}
     if resume:
         saved = RunRecord.read(run_dir / "config.json")
@@ -81,7 +93,22 @@ def train_command(
         module.Config, recipe,
         toml_values={**base, **toml_values}, sets=config_lib.parse_sets(sets or []), flags=flags,
     )
+    start = None
+    if resume_auto:
+        # Every worker decides from the same files, before any of them writes; the loop then
+        # makes the workers follow the chief's checkpoint (see loop.agree_on_checkpoint).
+        start = auto_resume(run_dir, recipe, dataclasses.asdict(config), checkpoints)
+        resume, overwrite = start.resume, start.clear
+    if chief:  # a folder training could not write is refused now, not after the data loaded
+        rundir.check_writable(run_dir)
+        for location, what in ((checkpoints, "checkpoint folder"), (rundir.logs_dir(run_dir), "TensorBoard folder")):
+            if not location.is_relative_to(run_dir):
+                rundir.check_writable(location, what)
+        # Held until the command ends: a second `dlcli train` into the same folder is refused.
+        ctx.call_on_close(rundir.RunLock(run_dir).release)
     data.check_dataset(config, module.DATASETS, recipe)
+    if start is not None:
+        out.print(start.message)
 
     # Everything above is checked without TensorFlow; now pay for the import.
     from dlcli import artifacts, loop
@@ -102,7 +129,7 @@ def train_command(
     out.print(f"strategy {strategy_name} ({facts['class']}), {facts['replicas']} replica(s)")
     record = RunRecord(
         recipe=recipe, config=dataclasses.asdict(config), data=DataSpec.of(splits), strategy=facts,
-        versions=rundir.versions(), command=["dlcli", *sys.argv[1:]],
+        versions=rundir.versions(), command=["dlcli", *sys.argv[1:]], job_id=os.environ.get("CLOUD_ML_JOB_ID") or None,
     )
     out.print(f"run folder {run_dir}")
 
@@ -112,6 +139,8 @@ def train_command(
             chief=chief, resume=resume, overwrite=overwrite, record=record, report=report,
         )
     final = artifacts.write(module, config, splits, run_dir, result.metrics) if chief else result.metrics
+    if chief and rundir.vertex_model_dir(run_dir):  # what Vertex AI's model registry serves
+        out.print(f"SavedModel for Vertex AI: {rundir.export_savedmodel(run_dir)}")
 
     out.print(f"[bold]test[/bold] {ui.metrics_line(final['test'])}  ({final['test_examples']} examples)")
     for key, value in final.get("report", {}).items():
@@ -129,6 +158,12 @@ def train_command(
         out.print(f"  TensorBoard: tensorboard --logdir {rundir.logs_dir(run_dir)}")
     if as_json:
         ui.print_json({"run_dir": str(run_dir), **final})
+
+
+def restarting_platform():
+    """Whether this runs where the platform restarts a failed or preempted job with the same
+    command and environment: a Vertex AI custom job (AIP_* variables) or a cluster (TF_CONFIG)."""
+    return bool(os.environ.get("TF_CONFIG")) or any(name.startswith("AIP_") for name in os.environ)
 
 
 class Reporter:
