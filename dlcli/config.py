@@ -33,7 +33,7 @@ class TrainConfig:
     steps_per_epoch: int = 0  # 0 = one pass over the training split
     learning_rate: float = 1e-3
     lr_schedule: typing.Literal["constant", "cosine"] = "constant"
-    validation_split: float = 0.1  # the tail of the training split held out each epoch
+    validation_split: float = 0.1  # held out of the training split: stratified per class for classifiers
     seed: int = 0
     deterministic: bool = False  # TensorFlow op determinism: identical metrics run to run
     steps_per_execution: int = 0  # steps per tf.function call; 0 picks one per epoch size

@@ -95,30 +95,21 @@ def predictor(kind, path, unsafe=False):
 
 
 def read_images(record, inputs):
-    """(batch, names): the image files `inputs` as a uint8 batch shaped like the model's input.
+    """(batch, names): the image files `inputs` as a uint8 batch shaped like the model's input,
+    converted by the same function that decoded the training images (`image_folder.decoder`):
+    any size, mode and format it reads. Files that are not images are refused."""
+    from dlcli.sources import image_folder
 
-    Colour pictures for a grey model are converted to grey (and grey to colour), other sizes
-    are resized: anything readable as an image works. Files that are not images are refused.
-    """
-    height, width, channels = record.data.input_shape
+    decode = image_folder.decoder(tuple(record.data.input_shape), record.config.get("resize", "stretch"))
     images = []
     for name in inputs:
         path = Path(name)
         if not path.is_file():
             raise DlcliError(f"input image not found: {path}")
         try:
-            image = tf.io.decode_image(tf.io.read_file(str(path)), expand_animations=False)
-        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
+            images.append(decode(tf.constant(str(path))).numpy())
+        except (tf.errors.OpError, ValueError):
             raise DlcliError(f"{path} is not an image this model can read ({', '.join(sorted(IMAGE_SUFFIXES))}).") from None
-        if image.shape[-1] in (2, 4):  # drop the alpha channel
-            image = image[..., : image.shape[-1] - 1]
-        if image.shape[-1] == 3 and channels == 1:
-            image = tf.image.rgb_to_grayscale(image)
-        elif image.shape[-1] == 1 and channels == 3:
-            image = tf.image.grayscale_to_rgb(image)
-        if tuple(image.shape[:2]) != (height, width):
-            image = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(image, (height, width))), 0, 255), tf.uint8)
-        images.append(image.numpy())
     return np.stack(images), list(inputs)
 
 

@@ -17,9 +17,8 @@ Reproduce: dlcli train cnn --data ../shared/data/mnist
 from dataclasses import dataclass
 from typing import Literal
 
-from dlcli.config import TrainConfig
 # The data, loss, metric and predict hooks every image classifier shares:
-from dlcli.image_classifier import DATA_KINDS, DATASETS, describe, load_data, loss, metrics, read_inputs  # noqa: F401
+from dlcli.image_classifier import DATA_KINDS, ImageConfig, DATASETS, describe, load_data, loss, metrics, read_inputs  # noqa: F401
 from dlcli.lazy import keras
 
 MODERNISES = [
@@ -35,7 +34,7 @@ QUICK = {"dataset": "digits", "epochs": 2}  # a fast offline run, for tests and 
 
 
 @dataclass
-class Config(TrainConfig):
+class Config(ImageConfig):
     dataset: str = "mnist"
     epochs: int = 5  # with the cosine schedule: 0.993 on MNIST, past 0.992 in epoch 4 (keras-io: 15 epochs)
     batch_size: int = 128

@@ -175,5 +175,6 @@ def test_bad_data_files_for_each_recipe_are_one_line_errors(tmp_path):
     (reviews / "train" / "pos" / "1_9.txt").write_text("good")
     assert_one_line_error(invoke("train", "lstm", "--data", reviews), "not an aclImdb dataset", "train/neg")
     images = write_image_folder(tmp_path / "images")
-    write_png(images / "dog" / "wide.png", np.zeros((12, 30, 3)))
-    assert_one_line_error(invoke("train", "cnn", "--data", images), "wide.png is 30x12", "resize")
+    (images / "dog" / "wide.png").write_bytes(b"GIF89a but cut short")
+    (images / "dog" / "notes.webp").write_text("not a picture")
+    assert_one_line_error(invoke("train", "cnn", "--data", images), "notes.webp is not a readable image", "skip_bad=true")
