@@ -42,6 +42,7 @@ class Config(ImageConfig):
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     arch: Literal["source", "tf1", "lenet5"] = "source"
     dropout: float = 0.25  # before the classifier (keras-io mnist_convnet has 0.5 and no Dense64)
+    augment: bool = False  # random horizontal flip, rotation (10%) and zoom (10%), in training only
 
 
 
@@ -52,6 +53,10 @@ def build_model(config, splits):
     layers = keras.layers
     inputs = keras.Input(shape=splits.input_shape)
     x = layers.Rescaling(1 / 255)(inputs)
+    if config.augment:  # Keras' random layers are identities at inference: the saved model predicts as usual
+        x = layers.RandomFlip("horizontal", seed=config.seed)(x)
+        x = layers.RandomRotation(0.1, seed=config.seed)(x)
+        x = layers.RandomZoom(0.1, seed=config.seed)(x)
     if config.arch == "source":
         x = layers.Conv2D(32, 3, activation="relu")(x)
         x = layers.MaxPooling2D()(x)

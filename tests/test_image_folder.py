@@ -139,3 +139,20 @@ def test_autoencoder_reads_image_files_too(tmp_path):
     result = ok_json("train", "autoencoder", "--data", root, "--epochs", 1, "--batch-size", 6, "--strategy", "default",
                      "--set", "latent=4", "-o", tmp_path / "run")
     assert result["report"]["test_mse"] > 0 and "reconstructions.png" in result["pictures"]
+
+
+def test_augmentation_is_a_cnn_setting_active_only_in_training():
+    from recipes import cnn
+
+    splits = data.Splits(train=None, val=None, test=None, input_shape=(16, 16, 3), source="", num_classes=3)
+    plain = cnn.build_model(cnn.Config(), splits)
+    model = cnn.build_model(cnn.Config(augment=True), splits)
+    names = [layer.__class__.__name__ for layer in model.layers]
+    assert {"RandomFlip", "RandomRotation", "RandomZoom"} <= set(names)
+    assert not {"RandomFlip", "RandomRotation", "RandomZoom"} & {l.__class__.__name__ for l in plain.layers}
+    x = np.random.default_rng(0).integers(0, 255, (4, 16, 16, 3)).astype("float32")
+    np.testing.assert_allclose(model(x, training=False), model(x, training=False))
+    augmented = x / 255
+    for layer in model.layers[2:5]:
+        augmented = layer(augmented, training=True)
+    assert not np.allclose(augmented, x / 255)  # in training the flip, rotation and zoom change pictures
