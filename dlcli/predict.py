@@ -107,8 +107,10 @@ def read_images(record, inputs):
         if not path.is_file():
             raise DlcliError(f"input image not found: {path}")
         try:
+            if image_folder.file_format(path) is None:
+                raise ValueError("not an image")
             images.append(decode(tf.constant(str(path))).numpy())
-        except (tf.errors.OpError, ValueError):
+        except Exception:  # TensorFlow's and Pillow's decoders raise many kinds
             raise DlcliError(f"{path} is not an image this model can read ({', '.join(sorted(IMAGE_SUFFIXES))}).") from None
     return np.stack(images), list(inputs)
 
