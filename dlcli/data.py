@@ -94,6 +94,7 @@ class Table:
     rows: list
     description: str
     target: str | None = None  # the column a regression predicts when the user names none
+    complete_rows: bool = False  # drop rows with a missing cell (Auto MPG, as its tutorial) rather than impute
 
 
 @dataclass

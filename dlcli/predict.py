@@ -62,7 +62,9 @@ def predictor(kind, path, unsafe=False):
     """A function from a batch of raw inputs (numpy) to the model's outputs (numpy)."""
     if kind == "keras":
         model = load_keras(path, unsafe)
-        return lambda x: np.asarray(model.predict(x, verbose=0))
+        # Text (object or str arrays, a table's raw cells) goes in as a string tensor.
+        as_tensor = lambda x: tf.constant(np.asarray(x).astype(str)) if np.asarray(x).dtype.kind in "OU" and np.ndim(x) > 1 else x
+        return lambda x: np.asarray(model.predict(as_tensor(x), verbose=0))
     if kind == "savedmodel":
         loaded = tf.saved_model.load(str(path))
         spec = loaded.serve.input_signature[0]
