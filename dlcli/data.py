@@ -204,6 +204,9 @@ def load_images(config):
             raise DlcliError(f"{split} labels of {source} must lie in 0..{num_classes - 1}; found {y.min()}..{y.max()}.")
     if val is None:
         train, val = holdout(train, config.validation_split)
+    if getattr(config, "cache", "") == "memory" and isinstance(train, Files):  # decoded once, in parallel
+        train, val, test = (arrays(split) if len(split) else (np.zeros((0, *input_shape(train)), np.uint8), split.targets) for split in (train, val, test))
+        source += "; decoded into memory (cache=memory)"
     return Splits(
         train=train, val=val, test=test, input_shape=input_shape(train), source=source,
         num_classes=num_classes, class_names=class_names, kind="images",

@@ -17,6 +17,7 @@ class ImageConfig(TrainConfig):
     channels: int = 0  # 1 grey or 3 colour for image folders; 0 = colour if any picture is
     resize: typing.Literal["stretch", "crop", "pad"] = "stretch"  # other aspect ratios: stretched, centre-cropped or padded
     skip_bad: bool = False  # skip (and count) unreadable image files instead of stopping at the first
+    cache: typing.Literal["", "memory"] = ""  # "memory": decode an image folder once into RAM (data that fits); "" streams
 
 DATASETS = data.IMAGE_DATASETS
 DATA_KINDS = {"images"}

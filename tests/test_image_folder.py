@@ -156,3 +156,14 @@ def test_augmentation_is_a_cnn_setting_active_only_in_training():
     for layer in model.layers[2:5]:
         augmented = layer(augmented, training=True)
     assert not np.allclose(augmented, x / 255)  # in training the flip, rotation and zoom change pictures
+
+
+def test_cache_memory_holds_the_same_pixels_as_streaming(tmp_path):
+    root = make_layout(tmp_path / "pics", ["train", "test"], per_class=5)
+    streamed = data.load_images(Config(data=str(root), validation_split=0.2))
+    cached = data.load_images(Config(data=str(root), validation_split=0.2, cache="memory"))
+    assert isinstance(cached.train, tuple) and "cache=memory" in cached.source
+    for a, b in ((streamed.train, cached.train), (streamed.val, cached.val), (streamed.test, cached.test)):
+        x, y = data.arrays(a)
+        np.testing.assert_array_equal(x, b[0])
+        np.testing.assert_array_equal(y, b[1])
