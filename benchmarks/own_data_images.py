@@ -50,7 +50,7 @@ def generate(n, seed=0):
 
 
 def train_args(folder, run, *extra, steps=50):
-    return ["train", "cnn", "--data", str(folder), "--epochs", "1", "--steps-per-epoch", str(steps),
+    return ["train", "cnn", "--data", str(folder), "--epochs", "1", "--set", f"steps_per_epoch={steps}",
             "--batch-size", "128", "--strategy", "default", "--overwrite", "-o", str(run), *extra]
 
 

@@ -45,6 +45,8 @@ def locate(path):
 
 def load_keras(path, unsafe=False):
     """Loads a .keras model with Keras safe_mode on (no arbitrary code) unless `unsafe`."""
+    from dlcli import tabular  # noqa: F401  registers dlcli's own layers (TableFeatures)
+
     try:
         return keras.saving.load_model(path, safe_mode=not unsafe)
     except ValueError as e:
