@@ -143,6 +143,8 @@ def cells_splits(table, config):
     x = np.array([cells for _, cells in rows], object).reshape(len(rows), len(features))
     order = np.random.default_rng(0).permutation(len(x))  # the same fixed 80/20 split as numeric tables
     n_test = len(x) // 5
+    if n_test == 0:
+        raise DlcliError(f"{table.path} has {len(x)} row(s) with a target '{target}'; at least 5 are needed (a fifth is the test set).")
     test, train = order[:n_test], order[n_test:]
     train, val = data.holdout((x[train], y[train]), config.validation_split)
     spec, _ = table_spec(train[0], features)
