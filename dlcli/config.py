@@ -62,7 +62,7 @@ class TrainConfig:
     steps_per_epoch: Annotated[int, Range(0, 100_000_000)] = 0  # 0 = one pass over the training split
     learning_rate: Annotated[float, POSITIVE] = 1e-3
     lr_schedule: typing.Literal["constant", "cosine"] = "constant"
-    validation_split: Annotated[float, FRACTION] = 0.1  # the tail of the training split held out each epoch
+    validation_split: Annotated[float, FRACTION] = 0.1  # held out of the training split: stratified per class for classifiers
     seed: Annotated[int, Range(0, 2**32 - 1)] = 0
     deterministic: bool = False  # TensorFlow op determinism: identical metrics run to run
     steps_per_execution: Annotated[int, Range(0, 100_000)] = 0  # steps per tf.function call; 0 picks one per epoch size

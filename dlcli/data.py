@@ -31,9 +31,41 @@ class Files:
     paths: np.ndarray
     targets: np.ndarray
     decode: object
+    inputs_as_targets: bool = False  # an autoencoder's: the decoded input is also the target
 
     def __len__(self):
         return len(self.paths)
+
+    def subset(self, index):
+        return Files(self.paths[index], self.targets[index], self.decode, self.inputs_as_targets)
+
+
+def take(split, index):
+    """The examples `index` of a split (arrays or `Files`), as the same kind of split."""
+    return split.subset(index) if isinstance(split, Files) else tuple(a[index] for a in split)
+
+
+def inputs(split, batch_size=256):
+    """The inputs of a split as a tf.data of batches: files decoded as the loop decodes them."""
+    from dlcli.lazy import tf
+
+    if isinstance(split, Files):
+        return tf.data.Dataset.from_tensor_slices(split.paths).map(split.decode, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+    return tf.data.Dataset.from_tensor_slices(split[0]).batch(batch_size)
+
+
+def arrays(split, limit=None):
+    """(inputs, targets) numpy arrays of a split, or of its first `limit` examples: what
+    after-training reports and pictures read (file splits are decoded, so keep `limit` small)."""
+    if not isinstance(split, Files):
+        return tuple(a[:limit] for a in split)
+    part = split.subset(np.arange(min(len(split), limit if limit is not None else len(split))))
+    x = np.concatenate(list(inputs(part).as_numpy_iterator())) if len(part) else np.zeros((0,))
+    return x, (x if part.inputs_as_targets else part.targets)
+
+
+def targets(split):
+    return split.targets if isinstance(split, Files) else split[1]
 
 
 def count(split):
@@ -49,6 +81,8 @@ class Dataset:
     test: object
     class_names: list | None
     description: str
+    val: object = None  # a validation split of the data's own (a val/ folder), else a holdout
+    settings: dict = field(default_factory=dict)  # what the source chose from the data (image size), kept in the run config
 
 
 @dataclass
@@ -60,6 +94,7 @@ class Table:
     rows: list
     description: str
     target: str | None = None  # the column a regression predicts when the user names none
+    complete_rows: bool = False  # drop rows with a missing cell (Auto MPG, as its tutorial) rather than impute
 
 
 @dataclass
@@ -84,8 +119,39 @@ class Splits:
     target: str | None = None  # what a regression predicts, by name
 
 
-def holdout(train, fraction):
-    """Splits the last `fraction` of the (x, y) training pair off as validation data."""
+def is_classes(y):
+    y = np.asarray(y)
+    return y.ndim == 1 and np.issubdtype(y.dtype, np.integer)
+
+
+def stratified_split(split, fraction, seed=0):
+    """(rest, held out): a seeded, shuffled `fraction` of every class held out (at least one
+    example of each class with two or more), so both parts hold every class."""
+    y = np.asarray(targets(split))
+    rng = np.random.default_rng(seed)
+    classes, sizes = np.unique(y, return_counts=True)
+    quota = sizes * fraction
+    n = np.floor(quota).astype(int)  # largest remainders first, so the total is round(len * fraction)
+    for i in np.argsort(-(quota - n), kind="stable")[: int(round(len(y) * fraction)) - n.sum()]:
+        n[i] += 1
+    if fraction > 0:
+        for i in np.flatnonzero((n == 0) & (sizes > 1)):  # every class validated: taken from the largest share
+            j = np.argmax(n)
+            if n[j] > 1:
+                n[i], n[j] = 1, n[j] - 1
+    n = np.minimum(n, np.maximum(sizes - 1, 0))  # and every class trained on
+    held = [rng.permutation(np.flatnonzero(y == c))[:k] for c, k in zip(classes, n)]
+    held = np.sort(np.concatenate(held)) if held else np.zeros(0, np.int64)
+    rest = np.setdiff1d(np.arange(len(y)), held)
+    return take(split, rest), take(split, held)
+
+
+def holdout(train, fraction, seed=0):
+    """Splits `fraction` of the training split (arrays or `Files`) off as validation data:
+    stratified and shuffled for class labels, so every class is trained on and validated;
+    the tail for other targets (regression values, series, kept in their order)."""
+    if is_classes(targets(train)):
+        return stratified_split(train, fraction, seed)
     x, y = train
     n_val = int(round(len(x) * fraction))
     if n_val == 0:
@@ -117,9 +183,13 @@ def load_local(config, kinds):
 
 def load_images(config):
     """The image-classification splits for `config.data`, else `config.dataset`."""
+    val = None
     if config.data is not None:
         found = load_local(config, {"images"})
-        train, test, class_names, source = found.train, found.test, found.class_names, found.description
+        train, test, class_names, source, val = found.train, found.test, found.class_names, found.description, found.val
+        for key, value in found.settings.items():  # kept in the run config: evaluate decodes the same way
+            if hasattr(config, key):
+                setattr(config, key, value)
     elif config.dataset == "digits":
         train, test = load_digits()
         source, class_names = "scikit-learn digits (upscaled to 28x28)", [str(i) for i in range(10)]
@@ -129,14 +199,25 @@ def load_images(config):
         train, test, class_names = tfds.load_images(config.dataset, config.data_dir)
         source = f"tensorflow-datasets {config.dataset}"
     num_classes = len(class_names)
-    for split, (_, y) in (("train", train), ("test", test)):
+    for split, y in (("train", targets(train)), ("test", targets(test))):
         if len(y) and (y.min() < 0 or y.max() >= num_classes):
             raise DlcliError(f"{split} labels of {source} must lie in 0..{num_classes - 1}; found {y.min()}..{y.max()}.")
-    train, val = holdout(train, config.validation_split)
+    if val is None:
+        train, val = holdout(train, config.validation_split)
+    if getattr(config, "cache", "") == "memory" and isinstance(train, Files):  # decoded once, in parallel
+        train, val, test = (arrays(split) if len(split) else (np.zeros((0, *input_shape(train)), np.uint8), split.targets) for split in (train, val, test))
+        source += "; decoded into memory (cache=memory)"
     return Splits(
-        train=train, val=val, test=test, input_shape=train[0].shape[1:], source=source,
+        train=train, val=val, test=test, input_shape=input_shape(train), source=source,
         num_classes=num_classes, class_names=class_names, kind="images",
     )
+
+
+def input_shape(split):
+    """The shape of one input of a split (decoding one file for `Files`)."""
+    if isinstance(split, Files):
+        return tuple(int(d) for d in split.decode(split.paths[0]).shape) if len(split) else ()
+    return split[0].shape[1:]
 
 
 def load_digits():

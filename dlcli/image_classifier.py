@@ -1,8 +1,23 @@
 """The hooks every image classifier recipe (cnn, softmax, rnn) shares: the same data, loss,
 metric and predict path. A recipe imports them and keeps only its model and defaults."""
 
+import typing
+from dataclasses import dataclass
+
 from dlcli import data, predict
+from dlcli.config import TrainConfig
 from dlcli.lazy import keras
+
+
+@dataclass
+class ImageConfig(TrainConfig):
+    """What image recipes add to every recipe's settings: how image files become inputs."""
+
+    image_size: str = ""  # HEIGHTxWIDTH (or SIDE) for image folders; "" = the most common size, at most 128
+    channels: int = 0  # 1 grey or 3 colour for image folders; 0 = colour if any picture is
+    resize: typing.Literal["stretch", "crop", "pad"] = "stretch"  # other aspect ratios: stretched, centre-cropped or padded
+    skip_bad: bool = False  # skip (and count) unreadable image files instead of stopping at the first
+    cache: typing.Literal["", "memory"] = ""  # "memory": decode an image folder once into RAM (data that fits); "" streams
 
 DATASETS = data.IMAGE_DATASETS
 DATA_KINDS = {"images"}

@@ -100,8 +100,12 @@ def replica_pipeline(source, index, weight):
         # the batches are exactly the index batches, as with arrays.
         paths, targets = tf.constant(source.paths), tf.constant(source.targets)
         dataset = tf.data.Dataset.from_tensor_slices((index.reshape(-1), weight.reshape(-1)))
+        def decode(i, w):
+            x = source.decode(tf.gather(paths, i))
+            return x, (x if source.inputs_as_targets else tf.gather(targets, i)), w
+
         dataset = dataset.map(
-            lambda i, w: (source.decode(tf.gather(paths, i)), tf.gather(targets, i), w),
+            decode,
             num_parallel_calls=os.cpu_count() or 1, deterministic=True,
         )
         return dataset.batch(index.shape[1], drop_remainder=True)

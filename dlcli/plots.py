@@ -128,16 +128,21 @@ def redraw(run_dir):
 
 def classifier_pictures(model, splits, run_dir):
     """For classifiers: the test confusion matrix (CSV, drawn by redraw) and sample predictions."""
+    from dlcli import data
     from dlcli.lazy import tf
 
-    x, y = splits.test
-    # Text arrays (object dtype) go in as a string tensor; fixed-width numpy strings would be huge.
-    inputs = tf.constant(list(x)) if x.dtype == object else x
-    outputs = np.asarray(model.predict(inputs, batch_size=256, verbose=0))
+    test = splits.test
+    if isinstance(test, data.Files):  # decoded batch by batch, as the loop does
+        outputs = np.asarray(model.predict(data.inputs(test), verbose=0))
+    else:
+        x = test[0]
+        # Text arrays (object dtype) go in as a string tensor; fixed-width numpy strings would be huge.
+        outputs = np.asarray(model.predict(tf.constant(list(x)) if x.dtype == object else x, batch_size=256, verbose=0))
     predicted = outputs.argmax(-1) if outputs.shape[-1] > 1 else (outputs[:, 0] >= 0.5).astype(np.int64)
-    truth = np.asarray(y).reshape(-1).astype(np.int64)
+    truth = np.asarray(data.targets(test)).reshape(-1).astype(np.int64)
     names = splits.class_names or [str(i) for i in range(splits.num_classes)]
     write_confusion_csv(confusion_matrix(truth, predicted, splits.num_classes), names, Path(run_dir) / "confusion_matrix.csv")
-    if x.ndim == 4:  # images
+    if splits.kind == "images":
+        x, _ = data.arrays(test, limit=10)
         return [samples(x, truth, predicted, names, Path(run_dir) / "samples.png")]
     return []

@@ -51,6 +51,8 @@ def first_line(error):
 
 def load_keras(path, unsafe=False):
     """Loads a .keras model with Keras safe_mode on (no arbitrary code) unless `unsafe`."""
+    from dlcli import tabular  # noqa: F401  registers dlcli's own layers (TableFeatures)
+
     try:
         return keras.saving.load_model(path, safe_mode=not unsafe)
     except ValueError as e:
@@ -85,7 +87,9 @@ def predictor(kind, path, unsafe=False):
         check_trusted(kind, path)
     if kind == "keras":
         model = load_keras(path, unsafe)
-        return lambda x: np.asarray(model.predict(x, verbose=0))
+        # Text (object or str arrays, a table's raw cells) goes in as a string tensor.
+        as_tensor = lambda x: tf.constant(np.asarray(x).astype(str)) if np.asarray(x).dtype.kind in "OU" and np.ndim(x) > 1 else x
+        return lambda x: np.asarray(model.predict(as_tensor(x), verbose=0))
     if kind == "savedmodel":
         try:
             loaded = tf.saved_model.load(str(path))
@@ -124,30 +128,23 @@ def predictor(kind, path, unsafe=False):
 
 
 def read_images(record, inputs):
-    """(batch, names): the image files `inputs` as a uint8 batch shaped like the model's input.
+    """(batch, names): the image files `inputs` as a uint8 batch shaped like the model's input,
+    converted by the same function that decoded the training images (`image_folder.decoder`):
+    any size, mode and format it reads. Files that are not images are refused."""
+    from dlcli.sources import image_folder
 
-    Colour pictures for a grey model are converted to grey (and grey to colour), other sizes
-    are resized: anything readable as an image works. Files that are not images are refused.
-    """
-    height, width, channels = record.data.input_shape
+    decode = image_folder.decoder(tuple(record.data.input_shape), record.config.get("resize", "stretch"))
     images = []
     for name in inputs:
         path = Path(name)
         if not path.is_file():
             raise DlcliError(f"input image not found: {path}")
         try:
-            image = tf.io.decode_image(tf.io.read_file(str(path)), expand_animations=False)
-        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
+            if image_folder.file_format(path) is None:
+                raise ValueError("not an image")
+            images.append(decode(tf.constant(str(path))).numpy())
+        except Exception:  # TensorFlow's and Pillow's decoders raise many kinds
             raise DlcliError(f"{path} is not an image this model can read ({', '.join(sorted(IMAGE_SUFFIXES))}).") from None
-        if image.shape[-1] in (2, 4):  # drop the alpha channel
-            image = image[..., : image.shape[-1] - 1]
-        if image.shape[-1] == 3 and channels == 1:
-            image = tf.image.rgb_to_grayscale(image)
-        elif image.shape[-1] == 1 and channels == 3:
-            image = tf.image.grayscale_to_rgb(image)
-        if tuple(image.shape[:2]) != (height, width):
-            image = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(image, (height, width))), 0, 255), tf.uint8)
-        images.append(image.numpy())
     return np.stack(images), list(inputs)
 
 

@@ -22,7 +22,8 @@ from typing import Annotated, Literal
 import numpy as np
 
 from dlcli import data, predict, rundir
-from dlcli.config import AT_LEAST_ONE, TrainConfig
+from dlcli.config import AT_LEAST_ONE
+from dlcli.image_classifier import ImageConfig
 from dlcli.lazy import keras, tf
 
 DATASETS = {k: v for k, v in data.IMAGE_DATASETS.items() if k != "cifar10"}
@@ -36,10 +37,11 @@ MODERNISES = [
 ]
 QUICK = {"dataset": "digits", "epochs": 2}
 GRID_IMAGES = 10
+FILES_LIMIT = 10_000  # images decoded from an image folder for the PCA baseline
 
 
 @dataclass
-class Config(TrainConfig):
+class Config(ImageConfig):
     dataset: str = "mnist"
     epochs: int = 20
     batch_size: int = 128
@@ -53,7 +55,10 @@ class Config(TrainConfig):
 
 def load_data(config):
     splits = data.load_images(config)
-    splits.train, splits.val, splits.test = ((x, x) for x, _ in (splits.train, splits.val, splits.test))
+    splits.train, splits.val, splits.test = (
+        data.Files(s.paths, s.targets, s.decode, inputs_as_targets=True) if isinstance(s, data.Files) else (s[0], s[0])
+        for s in (splits.train, splits.val, splits.test)
+    )
     splits.num_classes = splits.class_names = None  # the labels are dropped: nothing to classify
     return splits
 
@@ -96,12 +101,15 @@ def after_training(config, splits, model, run_dir):
     from sklearn.decomposition import PCA
 
     flat = lambda images: images.reshape(len(images), -1).astype(np.float32) / 255
-    pca = PCA(n_components=config.latent, random_state=0).fit(flat(splits.train[0]))
-    test = flat(splits.test[0])
+    # Image files are decoded for the baseline up to a bound; arrays are used whole.
+    limit = FILES_LIMIT if isinstance(splits.train, data.Files) else None
+    train_images, test_images = data.arrays(splits.train, limit)[0], data.arrays(splits.test, limit)[0]
+    pca = PCA(n_components=config.latent, random_state=0).fit(flat(train_images))
+    test = flat(test_images)
     pca_mse = float(np.mean((pca.inverse_transform(pca.transform(test)) - test) ** 2))
-    reconstructions = model.predict(splits.test[0], verbose=0)
+    reconstructions = model.predict(test_images, verbose=0)
     autoencoder_mse = float(np.mean((reconstructions - test) ** 2))
-    write_grid(splits.test[0][:GRID_IMAGES], reconstructions[:GRID_IMAGES], run_dir / "reconstructions.png")
+    write_grid(test_images[:GRID_IMAGES], reconstructions[:GRID_IMAGES], run_dir / "reconstructions.png")
     return {
         "test_mse": autoencoder_mse,
         f"pca{config.latent}_test_mse": pca_mse,

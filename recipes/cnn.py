@@ -17,9 +17,9 @@ Reproduce: dlcli train cnn --data ../shared/data/mnist
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from dlcli.config import FRACTION, TrainConfig
+from dlcli.config import FRACTION
 # The data, loss, metric and predict hooks every image classifier shares:
-from dlcli.image_classifier import DATA_KINDS, DATASETS, describe, load_data, loss, metrics, read_inputs  # noqa: F401
+from dlcli.image_classifier import DATA_KINDS, DATASETS, ImageConfig, describe, load_data, loss, metrics, read_inputs  # noqa: F401
 from dlcli.lazy import keras
 
 MODERNISES = [
@@ -35,7 +35,7 @@ QUICK = {"dataset": "digits", "epochs": 2}  # a fast offline run, for tests and 
 
 
 @dataclass
-class Config(TrainConfig):
+class Config(ImageConfig):
     dataset: str = "mnist"
     epochs: int = 5  # with the cosine schedule: 0.993 on MNIST, past 0.992 in epoch 4 (keras-io: 15 epochs)
     batch_size: int = 128
@@ -43,6 +43,7 @@ class Config(TrainConfig):
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     arch: Literal["source", "tf1", "lenet5"] = "source"
     dropout: Annotated[float, FRACTION] = 0.25  # before the classifier (keras-io mnist_convnet has 0.5 and no Dense64)
+    augment: bool = False  # random horizontal flip, rotation (10%) and zoom (10%), in training only
 
 
 
@@ -53,6 +54,10 @@ def build_model(config, splits):
     layers = keras.layers
     inputs = keras.Input(shape=splits.input_shape)
     x = layers.Rescaling(1 / 255)(inputs)
+    if config.augment:  # Keras' random layers are identities at inference: the saved model predicts as usual
+        x = layers.RandomFlip("horizontal", seed=config.seed)(x)
+        x = layers.RandomRotation(0.1, seed=config.seed)(x)
+        x = layers.RandomZoom(0.1, seed=config.seed)(x)
     if config.arch == "source":
         x = layers.Conv2D(32, 3, activation="relu")(x)
         x = layers.MaxPooling2D()(x)

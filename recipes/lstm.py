@@ -12,7 +12,10 @@ reads each review both ways, as the keras-io bidirectional LSTM example does.
 
 Datasets: `imdb_reviews` (tensorflow-datasets), `--data PATH` to an aclImdb folder or tarball
 (`train/{pos,neg}`, `test/{pos,neg}`, one review per .txt; `unsup` is ignored), and `synthetic`
-(a small generated corpus, offline).
+(a small generated corpus, offline). Your own texts with any number of classes: `--data` a
+CSV/TSV/JSON Lines file (`--set text_column=... label_column=...` when not found), or a folder
+of .txt files in class subfolders (train/ test/ optional). Two classes: one sigmoid output;
+more: a softmax over the classes. `predict` answers with the class names.
 
 Reference: keras-io's bidirectional LSTM reaches 0.843 IMDB test accuracy after 2 epochs.
 
@@ -60,24 +63,33 @@ class Config(TrainConfig):
     dropout: Annotated[float, FRACTION] = 0.2
     recurrent_dropout: Annotated[float, FRACTION] = 0.0  # > 0 rules out the fused cuDNN kernel
     bidirectional: bool = False
+    text_column: str = ""  # own CSV/TSV/JSONL data: the column of texts ("" = found when unambiguous)
+    label_column: str = ""  # ... and the column of labels
+    skip_bad: bool = False  # replace (and count) bytes that are not UTF-8 instead of stopping
 
 
 # ## Prepare the data: raw text in; the loop turns it into integer sequences once, with `preprocess`
 
 
 def load_data(config):
+    class_names = ["negative", "positive"]
     if config.data is not None:
         found = data.load_local(config, DATA_KINDS)
-        train, test, source = found.train, found.test, found.description
+        train, test, source, class_names = found.train, found.test, found.description, found.class_names
     elif config.dataset == "synthetic":
         train, test, source = synthetic_reviews(2000, seed=0), synthetic_reviews(500, seed=1), "synthetic reviews"
     else:
         builder = tfds.builder("imdb_reviews", config.data_dir)
         train, test = (decode_tfds(tfds.arrays(builder, split)) for split in ("train", "test"))
         source = "tensorflow-datasets imdb_reviews"
-    # Reviews arrive grouped by label; mix them (fixed seed) before the validation tail is cut.
-    order = np.random.default_rng(0).permutation(len(train[0]))
-    train, val = data.holdout((train[0][order], train[1][order]), config.validation_split)
+    if data.is_classes(train[1]):  # own texts, integer labels: a stratified, shuffled holdout
+        train, val = data.holdout(train, config.validation_split, seed=config.seed)
+        if len(class_names) == 2:  # one sigmoid output reads float labels
+            train, val, test = ((x, y.astype(np.float32)[:, None]) for x, y in (train, val, test))
+    else:
+        # Reviews arrive grouped by label; mix them (fixed seed) before the validation tail is cut.
+        order = np.random.default_rng(0).permutation(len(train[0]))
+        train, val = data.holdout((train[0][order], train[1][order]), config.validation_split)
     vectorize = keras.layers.TextVectorization(
         max_tokens=config.vocab_size, output_sequence_length=config.sequence_length
     )
@@ -85,7 +97,7 @@ def load_data(config):
     vectorize.adapt(tf.data.Dataset.from_tensor_slices(list(train[0])).batch(1024))
     return data.Splits(
         train=train, val=val, test=test, input_shape=(config.sequence_length,), source=source,
-        num_classes=2, class_names=["negative", "positive"], preprocess=vectorize, kind="text",
+        num_classes=len(class_names), class_names=class_names, preprocess=vectorize, kind="text",
     )
 
 
@@ -125,7 +137,10 @@ def build_model(config, splits):
     x = keras.layers.Embedding(config.vocab_size, config.embedding_dim, mask_zero=True)(inputs)
     lstm = keras.layers.LSTM(config.units, dropout=config.dropout, recurrent_dropout=config.recurrent_dropout)
     x = keras.layers.Bidirectional(lstm)(x) if config.bidirectional else lstm(x)
-    outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="positive")(x)
+    if splits.num_classes == 2:  # one sigmoid: the probability of the second class
+        outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="positive")(x)
+    else:
+        outputs = keras.layers.Dense(splits.num_classes, activation="softmax", dtype="float32", name="classes")(x)
     return keras.Model(inputs, outputs, name="sentiment_lstm")
 
 
@@ -136,14 +151,21 @@ def inference_model(model, splits):
 
 
 def loss(config):
-    return keras.losses.BinaryCrossentropy(reduction=None)
+    binary = keras.losses.BinaryCrossentropy(reduction=None)
+    classes = keras.losses.SparseCategoricalCrossentropy(reduction=None)
+    # One output: binary cross-entropy on float labels; N outputs: over N classes.
+    return lambda y, p: binary(y, p) if p.shape[-1] == 1 else classes(y, p)
+
+
+def accuracy(y, p):
+    return keras.metrics.binary_accuracy(y, p) if p.shape[-1] == 1 else keras.metrics.sparse_categorical_accuracy(y, p)
 
 
 def metrics(config):
-    return [keras.metrics.BinaryAccuracy(name="accuracy")]
+    return [keras.metrics.MeanMetricWrapper(accuracy, name="accuracy")]
 
 
-# ## Predict: review texts (or text files) in, the probability of "positive" out
+# ## Predict: texts (or text files) in, the class name and its probability out
 
 
 def read_inputs(record, inputs):
@@ -152,7 +174,15 @@ def read_inputs(record, inputs):
 
 
 def describe(record, outputs, names, context):
-    return [
-        {"input": name, "sentiment": "positive" if p >= 0.5 else "negative", "probability_positive": round(float(p), 4)}
-        for name, p in zip(names, outputs[:, 0])
-    ]
+    classes = record.data.class_names or ["negative", "positive"]
+    outputs = np.asarray(outputs, np.float32)
+    if outputs.shape[-1] == 1:  # the sigmoid's probability of the second class
+        outputs = np.concatenate([1 - outputs, outputs], axis=-1)
+    rows = []
+    for name, p in zip(names, outputs):
+        order = np.argsort(-p)[: context["top_k"]]
+        rows.append({
+            "input": name, "class": classes[order[0]], "probability": round(float(p[order[0]]), 4),
+            "top_k": [{"class": classes[i], "probability": round(float(p[i]), 4)} for i in order],
+        })
+    return rows

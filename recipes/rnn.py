@@ -12,9 +12,9 @@ Reproduce: dlcli train rnn --data ../shared/data/mnist
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from dlcli.config import AT_LEAST_ONE, TrainConfig
+from dlcli.config import AT_LEAST_ONE
 # The data, loss, metric and predict hooks every image classifier shares:
-from dlcli.image_classifier import DATA_KINDS, DATASETS, describe, load_data, loss, metrics, read_inputs  # noqa: F401
+from dlcli.image_classifier import DATA_KINDS, ImageConfig, DATASETS, describe, load_data, loss, metrics, read_inputs  # noqa: F401
 from dlcli.lazy import keras
 
 MODERNISES = [
@@ -28,7 +28,7 @@ QUICK = {"dataset": "digits", "epochs": 2, "units": 32}
 
 
 @dataclass
-class Config(TrainConfig):
+class Config(ImageConfig):
     dataset: str = "mnist"
     epochs: int = 10
     batch_size: int = 128

@@ -47,3 +47,35 @@ def write_image_folder(folder, classes=("cat", "dog"), per_class=5, size=(12, 12
         for i in range(per_class):
             write_png(folder / name / f"{i}.png", rng.integers(0, 255, (*size, channels)) // (c + 1))
     return folder
+
+
+def write_messy_images(folder, classes=("cat", "dog", "owl"), per_class=8, seed=0):
+    """Pictures as users have them: mixed sizes and aspect ratios, RGB/RGBA/palette/grey/16-bit
+    PNG, JPEG, BMP, GIF, WebP and TIFF; each class has its own brightness, so a model can learn."""
+    from PIL import Image
+
+    folder = Path(folder)
+    rng = np.random.default_rng(seed)
+    kinds = ["rgb.jpg", "rgba.png", "p.png", "l.png", "i16.png", "rgb.bmp", "p.gif", "rgb.webp", "rgb.tif", "la.png"]
+    for c, name in enumerate(classes):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            h, w = [(16, 16), (20, 14), (12, 24), (16, 16)][i % 4]
+            base = rng.integers(0, 60, (h, w, 3)) + 90 * c
+            rgb = Image.fromarray(base.clip(0, 255).astype(np.uint8))
+            kind = kinds[(i + c) % len(kinds)]
+            mode, suffix = kind.split(".")
+            if mode == "rgb":
+                image = rgb
+            elif mode == "rgba":
+                image = rgb.convert("RGBA")
+            elif mode == "p":
+                image = rgb.convert("P")
+            elif mode == "l":
+                image = rgb.convert("L")
+            elif mode == "la":
+                image = rgb.convert("LA")
+            else:  # 16-bit grey
+                image = Image.fromarray((np.asarray(rgb.convert("L"), np.uint16) * 257).astype(np.uint16))
+            image.save(folder / name / f"{i}_{mode}.{suffix}")
+    return folder

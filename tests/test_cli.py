@@ -166,7 +166,7 @@ def test_bad_data_files_for_each_recipe_are_one_line_errors(tmp_path):
     table = tmp_path / "table.csv"
     table.write_text("rooms,name,price\n3,villa,100\n4,flat,120\n")
     assert_one_line_error(invoke("train", "regression", "--data", table, "--set", "target=cost"), "has no column 'cost'")
-    assert_one_line_error(invoke("train", "regression", "--data", table, "--set", "target=price"), "column 'name' holds 'villa', not a number")
+    assert_one_line_error(invoke("train", "regression", "--data", table, "--set", "target=price"), "has 2 row(s) with a target 'price'; at least 5")
     series = tmp_path / "series.csv"
     series.write_text("t,v\n" + "\n".join(f"{i},{i}" for i in range(20)))
     assert_one_line_error(invoke("train", "forecast", "--data", series, "--set", "column=v"), "too short for window=48")
@@ -175,5 +175,6 @@ def test_bad_data_files_for_each_recipe_are_one_line_errors(tmp_path):
     (reviews / "train" / "pos" / "1_9.txt").write_text("good")
     assert_one_line_error(invoke("train", "lstm", "--data", reviews), "not an aclImdb dataset", "train/neg")
     images = write_image_folder(tmp_path / "images")
-    write_png(images / "dog" / "wide.png", np.zeros((12, 30, 3)))
-    assert_one_line_error(invoke("train", "cnn", "--data", images), "wide.png is 30x12", "resize")
+    (images / "dog" / "wide.png").write_bytes(b"GIF89a but cut short")
+    (images / "dog" / "notes.webp").write_text("not a picture")
+    assert_one_line_error(invoke("train", "cnn", "--data", images), "notes.webp is not a readable image", "skip_bad=true")

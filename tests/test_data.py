@@ -21,8 +21,13 @@ def test_digits_look_like_mnist_and_split_the_same_way_every_time():
     np.testing.assert_array_equal(again.test[0], splits.test[0])
 
 
-def test_validation_split_is_the_tail_of_the_training_data():
-    (x, y), (vx, vy) = data.holdout((np.arange(10), np.arange(10)), 0.2)
+def test_validation_holdout_is_stratified_and_shuffled_for_classes_the_tail_otherwise():
+    y = np.repeat([0, 1, 2], [30, 60, 10])  # sorted by class, as folders are read
+    (x, ty), (vx, vy) = data.holdout((np.arange(100), y), 0.1)
+    assert sorted(np.bincount(vy).tolist()) == [1, 3, 6] and set(ty) == {0, 1, 2}
+    assert sorted([*x, *vx]) == list(range(100))
+    assert list(vx) != list(range(90, 100))
+    (x, _), (vx, _) = data.holdout((np.arange(10), np.arange(10.0)), 0.2)  # regression values
     assert list(x) == list(range(8)) and list(vx) == [8, 9]
     (x, _), (vx, _) = data.holdout((np.arange(10), np.arange(10)), 0.0)
     assert len(x) == 10 and len(vx) == 0
@@ -82,37 +87,45 @@ def test_image_folder_with_class_subfolders(tmp_path):
     splits = data.load_images(Config(data=str(folder), validation_split=0))
     assert splits.class_names == ["cat", "dog"]
     assert splits.input_shape == (12, 12, 3)
-    assert len(splits.train[0]) == 16 and len(splits.test[0]) == 4
-    assert set(splits.train[1]) == {0, 1}
+    assert isinstance(splits.train, data.Files)  # listed, decoded in tf.data
+    assert len(splits.train) == 16 and len(splits.test) == 4
+    assert set(splits.train.targets) == {0, 1} and set(splits.test.targets) == {0, 1}
 
 
 def test_image_folder_with_train_and_test(tmp_path):
     write_image_folder(tmp_path / "train", per_class=4)
     write_image_folder(tmp_path / "test", per_class=2)
     splits = data.load_images(Config(data=str(tmp_path), validation_split=0))
-    assert len(splits.train[0]) == 8 and len(splits.test[0]) == 4
+    assert len(splits.train) == 8 and len(splits.test) == 4
 
 
 def test_image_folder_mixed_sizes_empty_classes_and_non_images(tmp_path):
     folder = write_image_folder(tmp_path / "a")
-    write_png(folder / "cat" / "big.png", np.zeros((20, 20, 3)))
-    with pytest.raises(DlcliError, match=r"big.png is 20x20 but .* is 12x12; resize"):
-        data.load_images(Config(data=str(folder)))
+    write_png(folder / "cat" / "big.png", np.zeros((20, 30, 3)))
+    splits = data.load_images(Config(data=str(folder)))
+    assert splits.input_shape == (12, 12, 3)  # the most common size
+    x, _ = data.arrays(splits.train)
+    assert x.shape[1:] == (12, 12, 3)
     folder = write_image_folder(tmp_path / "b")
     (folder / "bird").mkdir()
-    with pytest.raises(DlcliError, match=r"class folder .*bird holds no images"):
+    with pytest.raises(DlcliError, match=r"class folder\(s\) bird of .* hold no readable images"):
         data.load_images(Config(data=str(folder)))
     folder = write_image_folder(tmp_path / "c")
     (folder / "dog" / "notes.png").write_text("this is not a picture")
-    with pytest.raises(DlcliError, match=r"notes.png is not a readable image"):
+    with pytest.raises(DlcliError, match=r"notes.png is not a readable image.*skip_bad=true"):
         data.load_images(Config(data=str(folder)))
+    splits = data.load_images(Config(data=str(folder), skip_bad=True))
+    assert "1 skipped: unreadable image" in splits.source
+    assert len(splits.train) + len(splits.val) + len(splits.test) == 10
 
 
-def test_grey_and_colour_images_are_converted_to_the_first_ones_channels(tmp_path):
+def test_grey_and_colour_images_are_all_colour(tmp_path):
     folder = write_image_folder(tmp_path, channels=1)
     write_png(folder / "dog" / "colour.png", np.full((12, 12, 3), 200))
     splits = data.load_images(Config(data=str(folder), validation_split=0))
-    assert splits.input_shape == (12, 12, 1)
+    assert splits.input_shape == (12, 12, 3)
+    grey = write_image_folder(tmp_path / "grey", channels=1)
+    assert data.load_images(Config(data=str(grey))).input_shape == (12, 12, 1)
 
 
 def test_data_that_is_neither_idx_nor_image_folder(tmp_path):

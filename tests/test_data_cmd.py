@@ -38,6 +38,7 @@ def test_info_on_small_local_data(tmp_path):
     csv.write_text("a,b,name\n1,2,x\n3,,y\n")
     facts = info(csv)
     assert facts["rows"] == 2 and facts["numeric_columns"] == ["a", "b"] and facts["rows_with_missing_values"] == 1
+    assert facts["column_types"]["name"].startswith("text (2 distinct") and facts["blank_cells"] == {"b": 1}
 
 
 def test_info_and_download_refuse_bad_input(tmp_path, monkeypatch):

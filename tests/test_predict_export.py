@@ -125,7 +125,7 @@ def test_sentiment_savedmodel_answers_a_raw_string(tmp_path):
     review = tmp_path / "review.txt"
     review.write_text("a superb and moving film with great acting")
     rows = ok_json("predict", run_dir / "export" / "savedmodel", "dull and tedious", review)
-    assert [row["sentiment"] for row in rows] == ["negative", "positive"]
+    assert [row["class"] for row in rows] == ["negative", "positive"]
 
 
 def test_regression_forecast_and_autoencoder_predict_from_files(tmp_path):

@@ -59,7 +59,13 @@ def test_csv_with_a_target_column(tmp_path):
     path.write_text("\n".join(rows))
     splits = regression.load_data(config(data=str(path), target="price"))
     assert splits.input_shape == (2,) and splits.feature_names == ["rooms", "area"]
-    assert len(splits.train[0]) + len(splits.test[0]) == 50 and "1 with missing values dropped" in splits.source
+    # the blank cell is imputed inside the model: the row is kept
+    assert len(splits.train[0]) + len(splits.test[0]) == 51 and "1 blank cells imputed" in splits.source
+    assert splits.kind == "table cells"
+    complete = tmp_path / "complete.csv"
+    complete.write_text("\n".join(r for r in rows if ",," not in r))
+    splits = regression.load_data(config(data=str(complete), target="price"))  # all numbers: plain float features
+    assert splits.kind == "table" and splits.train[0].dtype == np.float32 and len(splits.train[0]) + len(splits.test[0]) == 50
 
 
 @pytest.mark.parametrize(
@@ -67,7 +73,7 @@ def test_csv_with_a_target_column(tmp_path):
     [
         ("a,b\n1,2\n", {}, "say which column to predict: --set target=COLUMN. Columns of"),
         ("a,b\n1,2\n", {"target": "price"}, "has no column 'price'. Its columns: a, b"),
-        ("a,name,y\n1,bob,3\n", {"target": "y"}, "line 2: column 'name' holds 'bob', not a number"),
+        ("a,name,y\n1,bob,3\n2,al,\n3,jo,x\n", {"target": "y"}, "line 4: the target 'y' holds 'x', not a number"),
         ("a,y\n", {"target": "y"}, "needs a header row and at least one data row"),
     ],
 )
@@ -83,3 +89,45 @@ def test_csv_that_is_not_utf8(tmp_path):
     path.write_bytes("préçis,y\n1,2\n".encode("latin-1"))
     with pytest.raises(DlcliError, match="is not UTF-8 text"):
         regression.load_data(config(data=str(path), target="y"))
+
+
+def test_a_csv_as_found_with_text_columns_and_blanks_trains_and_predicts_on_the_same_file(tmp_path):
+    """A housing-like CSV: a category column, blank cells, a row without a target."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from dlcli.cli import app
+
+    rng = np.random.default_rng(0)
+    places = ["NEAR BAY", "INLAND", "ISLAND"]
+    lines = ["rooms,age,ocean_proximity,price"]
+    for i in range(300):
+        rooms, age, place = rng.integers(1, 8), rng.integers(1, 50), rng.integers(0, 3)
+        price = 50 * rooms - age + [100, 0, 300][place] + rng.normal(0, 1)
+        cells = [str(rooms), str(age), places[place], f"{price:.2f}"]
+        if i % 17 == 0:
+            cells[1] = ""  # a blank age
+        if i % 29 == 0:
+            cells[2] = ""  # a blank category
+        lines.append(",".join(cells))
+    lines.append("3,10,INLAND,")  # no target: left out and counted
+    path = tmp_path / "houses.csv"
+    path.write_text("\n".join(lines) + "\n")
+    runner = CliRunner()
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", "regression", "--data", str(path), "--set", "target=price", "--set", "solver=adam",
+                                 "--epochs", "40", "--set", "learning_rate=1.0", "--strategy", "default", "-o", str(run), "--json"])
+    assert result.exit_code == 0, result.output
+    final = json.loads(result.stdout)
+    assert final["report"]["test_r2"] > 0.9  # the category matters (+300 on the island): it was learnt
+    assert "ocean_proximity=ISLAND" in final["report"]["weights"]
+    record = json.loads((run / "config.json").read_text())
+    assert "1 without a target left out" in record["data"]["source"] and "blank cells imputed" in record["data"]["source"]
+    imputed = int(record["data"]["source"].split("target left out; ")[1].split(" blank")[0])
+    assert imputed > 0
+    predicted = runner.invoke(app, ["predict", str(run), str(path), "--json"])
+    assert predicted.exit_code == 0, predicted.output
+    rows = json.loads(predicted.stdout)
+    assert len(rows) == 301 and all(np.isfinite(r["price"]) for r in rows)  # blank rows included
+    assert abs(rows[1]["price"] - float(lines[2].split(",")[3])) < 40

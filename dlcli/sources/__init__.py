@@ -11,15 +11,16 @@ Every source module has the same small face (after tensorflow-datasets' builders
                               `dlcli.data.Table` (tables), held as arrays or as files
 
 Adding a format is one module here and one line in SOURCES. Order matters: the first source
-whose `detect` says yes reads the path.
+whose `detect` says yes reads the path, unless a recipe asks for a kind: then the first
+source of that kind that detects it (a CSV of sentences is text for lstm, a table for regression).
 """
 
 from pathlib import Path
 
 from dlcli.errors import DlcliError
-from dlcli.sources import aclimdb, auto_mpg, csv_table, idx, image_folder
+from dlcli.sources import aclimdb, auto_mpg, csv_table, idx, image_folder, text_folder, text_table
 
-SOURCES = [idx, aclimdb, image_folder, csv_table, auto_mpg]
+SOURCES = [idx, aclimdb, text_folder, image_folder, text_table, csv_table, auto_mpg]
 
 
 def find(path, kinds=None):
@@ -27,8 +28,9 @@ def find(path, kinds=None):
     path = Path(path)
     if not path.exists():
         raise DlcliError(f"--data path does not exist: {path}")
-    found = next((source for source in SOURCES if source.detect(path)), None)
+    detected = [source for source in SOURCES if source.detect(path)]
     wanted = [s for s in SOURCES if kinds is None or s.KIND in kinds]
+    found = next((s for s in detected if s in wanted), detected[0] if detected else None)
     if found is None:
         raise DlcliError(f"{path} is not a format dlcli reads. {_formats(wanted)}")
     if kinds is not None and found.KIND not in kinds:

@@ -48,4 +48,4 @@ def load(path, config):
             raise DlcliError(f"{path} line {number} holds a value that is not a number: {line.strip()[:60]!r}") from None
         rows.append([*fields[:7], str(float(origin == 2)), str(float(origin == 3))])
     header = [*COLUMNS[:7], "europe", "japan"]
-    return Table(path=path, header=header, rows=rows, description=f"Auto MPG {path}", target="mpg")
+    return Table(path=path, header=header, rows=rows, description=f"Auto MPG {path}", target="mpg", complete_rows=True)

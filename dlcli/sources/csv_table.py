@@ -24,7 +24,20 @@ def describe(path):
     table = load(path, None)
     numeric = [name for i, name in enumerate(table.header) if all(is_number_or_missing(cell(r, i)) for r in table.rows)]
     missing = sum(any(cell(r, i).strip().lower() in MISSING for i in range(len(table.header))) for r in table.rows)
-    return {"rows": len(table.rows), "columns": table.header, "numeric_columns": numeric, "rows_with_missing_values": missing}
+    types, blanks = {}, {}
+    for i, name in enumerate(table.header):
+        values = {cell(r, i).strip() for r in table.rows} - {""}
+        values = {v for v in values if v.lower() not in MISSING}
+        types[name] = "number" if name in numeric else f"text ({len(values)} distinct values: one-hot in regression)"
+        n = sum(cell(r, i).strip().lower() in MISSING for r in table.rows)
+        if n:
+            blanks[name] = n
+    facts = {"rows": len(table.rows), "columns": table.header, "numeric_columns": numeric, "column_types": types,
+             "rows_with_missing_values": missing}
+    if blanks:
+        facts["blank_cells"] = blanks
+        facts["blanks"] = "regression imputes blank features with training means (in the model); rows with a blank target are left out"
+    return facts
 
 
 def load(path, config):

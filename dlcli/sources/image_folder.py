@@ -1,18 +1,35 @@
-"""Folders of images, one subfolder per class (the `keras.utils.image_dataset_from_directory`
-layout), with optional `train/` and `test/` subfolders; else a fixed 80/20 split."""
+"""Folders of images as users have them: one subfolder per class (the
+`keras.utils.image_dataset_from_directory` layout), with optional `train/`, `val/` (or
+`validation/`) and `test/` subfolders in any combination. Images of any size and mode (grey,
+RGB, RGBA, palette, 16-bit; JPEG, PNG, BMP, GIF first frame; WebP and TIFF through Pillow) are
+listed, not loaded: `load` gives `Files` decoded in tf.data by `decoder`, the one function that
+also reads images for `dlcli predict`, so training and serving convert pictures the same way.
 
+Which split is the test set: `test/` if there is one, else `val/`, else a fixed, stratified 20%
+of the training images. Validation is `val/` when there is both a `val/` and a `test/`, else a
+stratified holdout of the training images (`validation_split`).
+"""
+
+import os
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from dlcli.data import Dataset
+from dlcli.data import Dataset, Files, stratified_split
 from dlcli.errors import DlcliError
-from dlcli.lazy import tf
 
-NAME = "a folder of images in class-named subfolders (train/ test/ optional)"
+NAME = "a folder of images in class subfolders (train/ val/ test/ optional, any combination)"
 KIND = "images"
-EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}  # what tf.io.decode_image reads
+TF_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}  # decoded by TensorFlow
+PIL_SUFFIXES = {".webp", ".tif", ".tiff"}  # decoded by Pillow (tf.numpy_function)
+EXTENSIONS = TF_SUFFIXES | PIL_SUFFIXES
+SPLIT_FOLDERS = {"train": ("train", "training"), "val": ("val", "validation", "valid"), "test": ("test", "testing")}
+SIGNATURES = [(b"\x89PNG", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"BM", "BMP"), (b"GIF8", "GIF"),
+              (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF")]
+MAX_SIDE = 128  # the default image size is the most common size, scaled down to this side
+SAMPLE = 400  # files opened (header only) to choose the size and channels, and for `data info`
+RESIZE_MODES = ("stretch", "crop", "pad")
 
 
 def detect(path):
@@ -20,72 +37,262 @@ def detect(path):
     return path.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in path.iterdir())
 
 
+def subfolders(folder):
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+
+
+def layout(root):
+    """{split: folder} for the split folders of `root` ({"all": root} when there are none)."""
+    root = Path(root)
+    found = {}
+    for split, names in SPLIT_FOLDERS.items():
+        for name in names:
+            folder = root / name
+            if folder.is_dir() and subfolders(folder):
+                found[split] = folder
+                break
+    if not found:
+        return {"all": root}
+    if "train" not in found:
+        raise DlcliError(f"image folder {root} has {', '.join(f.name + '/' for f in found.values())} but no train/ folder.")
+    return found
+
+
+def file_format(path):
+    """'PNG', 'JPEG', ... from the first bytes of the file, or None if it is no image dlcli reads."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return next((name for magic, name in SIGNATURES if head.startswith(magic)), None)
+
+
+def list_split(folder, class_names=None):
+    """(paths, labels, class_names, skipped): the image files under folder/<class>/ (nested
+    folders too), and {reason: [files]} for what is not read."""
+    names = class_names or [p.name for p in subfolders(folder)]
+    if len(names) < 2 and class_names is None:
+        raise DlcliError(f"image folder {folder} needs at least two class subfolders; found {len(names)}.")
+    unknown = sorted({p.name for p in subfolders(folder)} - set(names))
+    if unknown:
+        raise DlcliError(f"{folder} has class folders the training split lacks: {', '.join(unknown)}. Classes: {', '.join(names)}.")
+    paths, labels, skipped = [], [], {}
+    for label, name in enumerate(names):
+        files = []
+        for parent, dirs, filenames in os.walk(folder / name):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for filename in sorted(filenames):
+                path = os.path.join(parent, filename)
+                if filename.startswith("."):
+                    continue
+                if Path(filename).suffix.lower() in EXTENSIONS:
+                    files.append(path)
+                else:
+                    skipped.setdefault("not an image file (by its suffix)", []).append(path)
+        paths += files
+        labels += [label] * len(files)
+    return paths, labels, names, skipped
+
+
+def scan(root, skip_bad=False):
+    """{split: (paths, labels)}, class names, {reason: [files]} skipped; unreadable image files
+    are refused (one line naming the file) unless `skip_bad`."""
+    folders = layout(root)
+    first = "train" if "train" in folders else "all"
+    splits, skipped = {}, {}
+    names = None
+    for split in [first, *(s for s in folders if s != first)]:
+        paths, labels, names, passed = list_split(folders[split], names)
+        for reason, files in passed.items():
+            skipped.setdefault(reason, []).extend(files)
+        good = [file_format(p) is not None for p in paths]
+        for path, ok in zip(paths, good):
+            if not ok:
+                if not skip_bad:
+                    raise DlcliError(
+                        f"{path} is not a readable image (not PNG, JPEG, BMP, GIF, WebP or TIFF data); "
+                        "remove it, or skip such files with --set skip_bad=true."
+                    )
+                skipped.setdefault("unreadable image (skip_bad)", []).append(path)
+        splits[split] = (np.array([p for p, ok in zip(paths, good) if ok]), np.array([l for l, ok in zip(labels, good) if ok], np.int64))
+    for split, (paths, labels) in splits.items():
+        missing = sorted(set(range(len(names))) - set(labels.tolist()))
+        if split in ("train", "all") and missing:
+            raise DlcliError(f"class folder(s) {', '.join(names[m] for m in missing)} of {root} hold no readable images.")
+    return splits, names, skipped
+
+
+def sample_headers(paths, skip_bad=False):
+    """Counter of (width, height) and of Pillow modes over an even sample of `paths` (header only)."""
+    from PIL import Image
+
+    step = max(1, len(paths) // SAMPLE)
+    sizes, modes, bad = Counter(), Counter(), []
+    for path in paths[::step][:SAMPLE]:
+        try:
+            with Image.open(path) as image:
+                sizes[image.size] += 1
+                modes[image.mode] += 1
+        except Exception:
+            if not skip_bad:
+                raise DlcliError(f"{path} is not a readable image; remove it, or skip such files with --set skip_bad=true.") from None
+            bad.append(str(path))
+    return sizes, modes, bad
+
+
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "La"}
+
+
+def choose_shape(sizes, modes, image_size=""):
+    """(height, width, channels): `image_size` ("64" or "HEIGHTxWIDTH") or the most common size
+    (scaled down to MAX_SIDE); 3 channels if any picture is in colour, else 1."""
+    channels = 1 if modes and all(m in GREY_MODES for m in modes) else 3
+    if image_size:
+        return (*parse_size(image_size), channels)
+    width, height = sizes.most_common(1)[0][0] if sizes else (MAX_SIDE, MAX_SIDE)
+    scale = min(1.0, MAX_SIDE / max(width, height))
+    return max(1, round(height * scale)), max(1, round(width * scale)), channels
+
+
+def parse_size(text):
+    try:
+        parts = [int(p) for p in str(text).lower().replace(",", "x").split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or min(parts) < 1:
+        raise DlcliError(f"image_size must be SIDE or HEIGHTxWIDTH in pixels, e.g. 64 or 48x64. Received: image_size={text}")
+    return (parts[0], parts[-1])
+
+
 def describe(path):
-    (x_train, y_train), (x_test, y_test), names = read(Path(path))
-    return {
-        "image_shape": list(x_train.shape[1:]),
+    splits, names, skipped = scan(Path(path), skip_bad=True)
+    every = np.concatenate([p for p, _ in splits.values()])
+    sizes, modes, bad = sample_headers(every, skip_bad=True)
+    height, width, channels = choose_shape(sizes, modes)
+    folders = layout(path)
+    test = "test/" if "test" in folders else "val/" if "val" in folders else "a stratified 20% of the images (fixed seed)"
+    val = "val/" if {"val", "test"} <= set(folders) else "a stratified holdout of train (validation_split)"
+    facts = {
+        "layout": " + ".join(f"{f.name}/" for f in folders.values()) + " with class subfolders" if "all" not in folders else "class subfolders",
+        "test_set": test,
+        "validation": val,
         "classes": names,
         "splits": {
             split: {"examples": len(y), "per_class": {names[c]: n for c, n in sorted(Counter(y.tolist()).items())}}
-            for split, y in (("train", y_train), ("test", y_test))
+            for split, (_, y) in splits.items()
         },
+        "sizes_seen": {f"{w}x{h}": n for (w, h), n in sizes.most_common(8)},
+        "modes_seen": dict(modes.most_common()),
+        "sampled": f"{sum(sizes.values())} of {len(every)} files (headers only)",
+        "image_shape": [height, width, channels],
+        "input": f"{height}x{width}x{channels} by default (--set image_size=HEIGHTxWIDTH, resize=stretch|crop|pad, channels=1|3)",
     }
+    for reason, files in {**skipped, **({"unreadable in the sample": bad} if bad else {})}.items():
+        facts.setdefault("skipped", {})[reason] = f"{len(files)} file(s), e.g. {files[0]}"
+    return facts
 
 
 def load(path, config):
-    train, test, names = read(Path(path))
-    return Dataset(train=train, test=test, class_names=names, description=f"image folder {path}")
+    skip_bad = bool(getattr(config, "skip_bad", False))
+    resize = getattr(config, "resize", "stretch")
+    splits, names, skipped = scan(Path(path), skip_bad)
+    first = splits.get("train", splits.get("all"))
+    sizes, modes, bad = sample_headers(first[0], skip_bad)
+    if bad:
+        skipped.setdefault("unreadable image (skip_bad)", []).extend(bad)
+        splits = {s: (p[~np.isin(p, bad)], y[~np.isin(p, bad)]) for s, (p, y) in splits.items()}
+    channels = getattr(config, "channels", 0) or choose_shape(sizes, modes)[2]
+    height, width, _ = choose_shape(sizes, modes, getattr(config, "image_size", ""))
+    decode = decoder((height, width, channels), resize)
+    files = {split: Files(p, y, decode) for split, (p, y) in splits.items()}
+    if "all" in files:
+        files["train"], files["test"] = stratified_split(files.pop("all"), 0.2, seed=0)
+    train = files["train"]
+    test = files.get("test", files.get("val"))
+    val = files["val"] if "test" in files and "val" in files else None
+    if test is None:  # only train/: hold out a fixed test set
+        train, test = stratified_split(train, 0.2, seed=0)
+    notes = [f"{height}x{width}x{channels} ({resize})"]
+    notes += [f"{len(f)} skipped: {reason}" for reason, f in skipped.items()]
+    return Dataset(
+        train=train, test=test, val=val, class_names=names, description=f"image folder {path}, " + "; ".join(notes),
+        settings={"image_size": f"{height}x{width}", "channels": channels},
+    )
 
 
-def image_files(folder):
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in EXTENSIONS)
+# ## One conversion for training, evaluation and predict
 
 
-def read_classes(root, class_names=None):
-    """Reads root/<class>/* images; all images must share one size."""
-    subfolders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    names = class_names or [p.name for p in subfolders]
-    if len(names) < 2:
-        raise DlcliError(f"image folder {root} needs at least two class subfolders; found {len(names)}.")
-    paths, labels = [], []
-    for label, name in enumerate(names):
-        files = image_files(root / name) if (root / name).is_dir() else []
-        if not files:
-            raise DlcliError(f"class folder {root / name} holds no images ({', '.join(sorted(EXTENSIONS))}).")
-        paths += files
-        labels += [label] * len(files)
-    images, first_shape = [], None
-    for path in paths:
-        try:
-            image = tf.io.decode_image(tf.io.read_file(str(path)), expand_animations=False).numpy()
-        except tf.errors.InvalidArgumentError:
-            raise DlcliError(f"{path} is not a readable image.") from None
-        if first_shape is None:
-            first_shape = image.shape
-        if image.shape[:2] != first_shape[:2]:
-            raise DlcliError(
-                f"{path} is {image.shape[1]}x{image.shape[0]} but {paths[0]} is "
-                f"{first_shape[1]}x{first_shape[0]}; resize the images to one size."
-            )
-        if image.shape[2] != first_shape[2]:
-            # Grey and colour pictures mixed: convert all to the first picture's channel count.
-            image = image[..., :3] if first_shape[2] == 3 else image[..., :1]
-            image = np.repeat(image, 3, axis=2) if image.shape[2] < first_shape[2] else image
-        images.append(image)
-    return np.stack(images), np.array(labels, np.int64), names
+def decoder(shape, resize="stretch"):
+    """A TensorFlow function from an image path to a uint8 (height, width, channels) tensor:
+    any format and mode, alpha dropped, grey <-> colour converted, resized by `resize`."""
+    from dlcli.lazy import tf
+
+    height, width, channels = shape
+    if resize not in RESIZE_MODES:
+        raise DlcliError(f"resize must be one of {', '.join(RESIZE_MODES)}. Received: resize={resize}")
+
+    def native(contents):
+        return tf.io.decode_image(contents, channels=0, dtype=tf.uint8, expand_animations=False)
+
+    def pillow(contents):
+        image = tf.numpy_function(pillow_decode, [contents], tf.uint8, stateful=False)
+        image.set_shape([None, None, None])
+        return image
+
+    def decode(path):
+        contents = tf.io.read_file(path)
+        head = tf.strings.substr(contents, 0, 4)
+        by_tf = tf.io.is_jpeg(contents) | tf.reduce_any(tf.equal(head, [b"\x89PNG", b"GIF8"])) | tf.equal(tf.strings.substr(head, 0, 2), b"BM")
+        image = tf.cond(by_tf, lambda: native(contents), lambda: pillow(contents))
+        image.set_shape([None, None, None])
+        image = tf.cond(tf.shape(image)[-1] % 2 == 0, lambda: image[..., :-1], lambda: image)  # drop alpha
+        if channels == 3:
+            image = tf.cond(tf.shape(image)[-1] == 1, lambda: tf.tile(image, [1, 1, 3]), lambda: image)
+        else:
+            grey = lambda: tf.cast(tf.round(tf.reduce_sum(tf.cast(image, tf.float32) * [0.2989, 0.587, 0.114], -1, keepdims=True)), tf.uint8)
+            image = tf.cond(tf.shape(image)[-1] == 3, grey, lambda: image[..., :1])
+        image = tf.ensure_shape(image, [None, None, channels])
+        if resize == "pad":
+            out = tf.image.resize_with_pad(tf.cast(image, tf.float32), height, width)
+        else:
+            if resize == "crop":
+                image = center_crop(image, height / width)
+            out = tf.image.resize(image, (height, width))
+        return tf.ensure_shape(tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8), [height, width, channels])
+
+    return decode
 
 
-def read(folder):
-    """(train, test, class_names): the train/ and test/ subfolders if there are both, else a
-    fixed 80/20 split of the class subfolders."""
-    if (folder / "train").is_dir() and (folder / "test").is_dir():
-        x_train, y_train, names = read_classes(folder / "train")
-        x_test, y_test, _ = read_classes(folder / "test", class_names=names)
-        if x_train.shape[1:] != x_test.shape[1:]:
-            raise DlcliError(f"train and test images in {folder} differ in size.")
-    else:
-        x, y, names = read_classes(folder)
-        order = np.random.default_rng(0).permutation(len(x))  # mixes the classes before splitting
-        n_test = max(1, len(x) // 5)
-        x_test, y_test, x_train, y_train = x[order[:n_test]], y[order[:n_test]], x[order[n_test:]], y[order[n_test:]]
-    return (x_train, y_train), (x_test, y_test), names
+def center_crop(image, aspect):
+    """The largest centred part of `image` with height / width == aspect."""
+    from dlcli.lazy import tf
+
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    h = tf.minimum(shape[0], tf.round(shape[1] * aspect))
+    w = tf.minimum(shape[1], tf.round(shape[0] / aspect))
+    top, left = tf.cast((shape[0] - h) // 2, tf.int32), tf.cast((shape[1] - w) // 2, tf.int32)
+    return image[top : top + tf.cast(h, tf.int32), left : left + tf.cast(w, tf.int32)]
+
+
+def pillow_decode(contents):
+    """WebP, TIFF and whatever else Pillow reads, as uint8 (h, w, 1|2|3|4): 16-bit and float
+    grey scaled to 8 bits, palette and CMYK to RGB(A), the first frame of animations."""
+    import io
+
+    from PIL import Image
+
+    raw = contents.item() if isinstance(contents, np.ndarray) else contents
+    with Image.open(io.BytesIO(bytes(raw))) as image:
+        image.seek(0)
+        if image.mode.startswith("I") or image.mode == "F":
+            array = np.asarray(image, np.float64)
+            top = 65535.0 if array.max(initial=0) > 255 or image.mode.startswith("I;16") else 255.0
+            return np.round(np.clip(array, 0, top) * (255 / top)).astype(np.uint8)[..., None]
+        if image.mode not in ("L", "LA", "RGB", "RGBA"):
+            image = image.convert("RGBA" if "transparency" in image.info or image.mode.endswith("A") else "RGB")
+        array = np.asarray(image, np.uint8)
+        return array[..., None] if array.ndim == 2 else array
