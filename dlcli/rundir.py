@@ -140,7 +140,10 @@ def local_path(location, variable):
     """A path for a location from the environment: gs://bucket/x is /gcs/bucket/x (Cloud Storage FUSE)."""
     if location.startswith("gs://"):
         if not Path("/gcs").is_dir():
-            raise DlcliError(f"{variable}={location} needs the Cloud Storage FUSE mount at /gcs; pass --output instead.")
+            raise DlcliError(
+                f"{variable} {location} needs the Cloud Storage FUSE mount at /gcs (gs:// is not written through "
+                "TensorFlow's own file system yet); mount the bucket there, or pass a local --output."
+            )
         return Path("/gcs") / location[len("gs://") :]
     return Path(location)
 
@@ -184,6 +187,9 @@ def resolve_run_dir(output, recipe):
     so gs://bucket/path is written as /gcs/bucket/path.
     """
     if output is not None:
+        text = str(output)  # a Path has already folded gs://bucket into gs:/bucket
+        if text.startswith("gs:/"):
+            return local_path("gs://" + text[len("gs:/"):].lstrip("/"), "--output")
         return Path(output)
     vertex = os.environ.get("AIP_MODEL_DIR")
     return local_path(vertex, "AIP_MODEL_DIR") if vertex else default_run_dir(recipe)

@@ -137,3 +137,26 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
     assert code == 130, err[-2000:]
     assert re.search(r"stopped by SIGINT in epoch 2 at step \d+/600; checkpoint saved", err), err[-2000:]
     assert len(list((run_dir / "checkpoints").glob("ckpt-*.index"))) == 2
+
+
+def test_a_restarted_two_worker_launch_ends_like_an_uninterrupted_one(tmp_path):
+    """A worker killed mid-run stops the job; the identical `dlcli launch` command again (the
+    workers see TF_CONFIG, so they resume by themselves) ends with the uninterrupted metrics."""
+    psutil = pytest.importorskip("psutil")
+    train = ["train", "cnn", *SHORT_EPOCHS, "--epochs", 2, "--seed", 7, "--deterministic", "--checkpoint-every", 50]
+    code, out, err = finish(start("launch", "--workers", 2, "--", *train, "-o", tmp_path / "whole"))
+    assert code == 0, err[-3000:] + out[-3000:]
+    run_dir = tmp_path / "run"
+    args = ["launch", "--workers", 2, "--", *train, "-o", run_dir]
+    launcher = start(*args)
+    wait_for(run_dir / "checkpoints" / "checkpoint", launcher, timeout=180)
+    time.sleep(random.uniform(0.2, 2.0))
+    psutil.Process(launcher.pid).children()[random.randrange(2)].kill()
+    code, out, err = finish(launcher)
+    assert code != 0
+    code, out, err = finish(start(*args))
+    assert code == 0, err[-3000:] + out[-3000:]
+    assert "resume auto: continuing the run" in out
+    metrics = [json.loads((d / "metrics.json").read_text())["test"] for d in (tmp_path / "whole", run_dir)]
+    assert metrics[0] == metrics[1]
+    assert epochs_in(run_dir) == [1, 2]
