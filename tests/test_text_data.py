@@ -116,15 +116,15 @@ def test_a_text_csv_is_text_for_lstm_and_data_info_a_plain_csv_a_table(tmp_path)
 
 
 def test_ambiguous_columns_and_bad_bytes_are_one_line_errors(tmp_path):
-    rows = [{"title": r["message"], "body": r["message"] + " more words", "a": r["topic"], "b": r["topic"]} for r in messages(2, 10)]
+    rows = [{"title": "a title about " + r["message"], "summary": r["message"] + " and more words", "a": r["topic"], "b": r["topic"]} for r in messages(2, 10)]
     path = write_table(tmp_path / "two.csv", rows)
     result = invoke("train", "lstm", "--data", path, *QUICK)
     assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
-    assert "--set text_column=NAME" in result.stderr and "Columns: title, body, a, b" in result.stderr
-    result = invoke("train", "lstm", "--data", path, "--set", "text_column=body", *QUICK)
+    assert "--set text_column=NAME" in result.stderr and "Columns: title, summary, a, b" in result.stderr
+    result = invoke("train", "lstm", "--data", path, "--set", "text_column=summary", *QUICK)
     assert result.exit_code == 2 and "--set label_column=NAME" in result.stderr
-    result = invoke("train", "lstm", "--data", path, "--set", "text_column=body", "--set", "label_column=nope", *QUICK)
-    assert result.exit_code == 2 and "has no column 'nope' (label_column). Columns: title, body, a, b" in result.stderr
+    result = invoke("train", "lstm", "--data", path, "--set", "text_column=summary", "--set", "label_column=nope", *QUICK)
+    assert result.exit_code == 2 and "has no column 'nope' (label_column). Columns: title, summary, a, b" in result.stderr
     bad = tmp_path / "latin1.tsv"
     lines = ["message\ttopic"] + [f"{r['message']}\t{r['topic']}" for r in messages(2, 10)]
     lines[7] = "caf\xe9 au lait is nice really\tfood"
