@@ -31,6 +31,12 @@ IDX_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 IDX_MAGIC = {3: 2051, 1: 2049}  # ndim -> magic number of an unsigned-byte IDX file
+# MD5 of the decompressed train-labels file, as published with each dataset: recognises a
+# local copy by its content (gz or not, whatever the folder is called).
+KNOWN_TRAIN_LABELS = {
+    "a25bea736e30d166cdddb491f175f624": "mnist",
+    "9018921c3c673c538a1fc5bad174d6f9": "fashion_mnist",
+}
 
 
 @dataclass
@@ -173,6 +179,24 @@ def read_idx_folder(folder):
     if out["train"][0].shape[1:] != out["test"][0].shape[1:]:
         raise DlcliError(f"IDX train and test images in {folder} differ in shape.")
     return out
+
+
+def recognise(path):
+    """The dataset name of a local IDX folder ('mnist', 'fashion_mnist'), or None.
+
+    Read from the train labels' content, so a renamed folder is still recognised and a folder
+    merely named `fashion_mnist` is not. Unreadable files are left for the loader to report.
+    """
+    import hashlib
+
+    labels = find_idx(path, IDX_FILES["train"][1]) if Path(path).is_dir() else None
+    if labels is None:
+        return None
+    try:
+        with (gzip.open if labels.suffix == ".gz" else open)(labels, "rb") as f:
+            return KNOWN_TRAIN_LABELS.get(hashlib.md5(f.read()).hexdigest())
+    except (OSError, EOFError):
+        return None
 
 
 # ## Folders of images, one subfolder per class

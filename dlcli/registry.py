@@ -13,7 +13,9 @@ what is specific to it:
 - `QUICK`: config overrides for a fast offline run (the tests train every recipe with it);
 - `read_inputs(info, inputs) -> (batch, names)` and `describe(info, outputs, names, context)
   -> rows`, for `dlcli predict` (info is the run's config.json);
-- optionally `optimizer(config, learning_rate)` when Adam is not the right default;
+- optionally `DATASET_DEFAULTS`: {dataset name: config overrides} applied after the defaults and
+  before --config/--set/flags, for `--dataset NAME` or a `--data` path recognised as that dataset;
+  `optimizer(config, learning_rate)` when Adam is not the right default;
   `after_training(config, splits, model, run_dir) -> dict` for baselines and pictures (merged
   into metrics.json as "report"; `model` is the saved, raw-input model); `inference_model(model, splits)` when the data pipeline
   preprocesses inputs (`splits.preprocess`), to save a model that takes raw inputs.
