@@ -10,6 +10,12 @@ here: dropout acts on the inputs instead). `--set recurrent_dropout=0.2` gives t
 exact model, several times slower on GPU; dlcli says so when it happens. `--set bidirectional=true`
 reads each review both ways, as the keras-io bidirectional LSTM example does.
 
+`--set cell=gru|rnn` swaps the cell (GRU keeps cuDNN's defaults: reset_after=True, no recurrent
+dropout) and `--set layers=N` stacks N of them, with dropout between. The PyTorch IMDB model
+(`nn.Embedding(vocab, 100)` -> `nn.RNN(100, 256, num_layers=2, bidirectional=True)` ->
+`nn.Linear`) is `dlcli train lstm --set cell=rnn --set layers=2 --set bidirectional=true
+--set units=256 --set embedding_dim=100`.
+
 Datasets: `imdb_reviews` (tensorflow-datasets), `--data PATH` to an aclImdb folder or tarball
 (`train/{pos,neg}`, `test/{pos,neg}`, one review per .txt; `unsup` is ignored), and `synthetic`
 (a small generated corpus, offline).
@@ -19,32 +25,27 @@ Reference: keras-io's bidirectional LSTM reaches 0.843 IMDB test accuracy after 
 Reproduce: dlcli train lstm --data ../shared/data/imdb
 """
 
-import re
-import tarfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
-import numpy as np
-
-from dlcli import data, ui
+from dlcli import text, ui
 from dlcli.config import TrainConfig
 from dlcli.errors import DlcliError
 from dlcli.lazy import keras, tf
 
-DATASETS = {
-    "imdb_reviews": "IMDB movie reviews, 25k train / 25k test (tensorflow-datasets; downloads once)",
-    "synthetic": "a small generated corpus of positive and negative reviews (offline)",
-}
+DATASETS = text.DATASETS
 MODERNISES = [
     ("keras.datasets.imdb.load_data(num_words=20000) (pre-tokenised)", "raw text + layers.TextVectorization (splits.preprocess)"),
     ("sequence.pad_sequences(x, maxlen=80)", "TextVectorization(output_sequence_length=...)"),
     ("LSTM(128, dropout=0.2, recurrent_dropout=0.2)", "LSTM(128, dropout=0.2): cuDNN on GPU (recurrent_dropout is a setting)"),
     ("Dense(1, activation='sigmoid') + binary_crossentropy", "the same, the output kept in float32"),
     ("model.save('imdb.h5') without the tokenizer", "model.keras with TextVectorization: it reads raw strings"),
+    ("PyTorch nn.RNN(100, 256, num_layers=2, bidirectional=True) over nn.Embedding(vocab, 100)",
+     "--set cell=rnn --set layers=2 --set bidirectional=true --set units=256 --set embedding_dim=100"),
+    ("pack_padded_sequence(embedded, lengths)", "Embedding(mask_zero=True): the recurrent layers skip padding"),
 ]
+CELLS = {"lstm": "LSTM", "gru": "GRU", "rnn": "SimpleRNN"}
 QUICK = {"dataset": "synthetic", "epochs": 2, "units": 16, "embedding_dim": 16, "sequence_length": 32, "learning_rate": 5e-3}
-REVIEW_PATH = re.compile(r"(?:^|/)(train|test)/(pos|neg)/[^/]+\.txt$")
 
 
 @dataclass
@@ -61,116 +62,16 @@ class Config(TrainConfig):
     dropout: float = 0.2
     recurrent_dropout: float = 0.0  # > 0 rules out the fused cuDNN kernel
     bidirectional: bool = False
+    cell: Literal["lstm", "gru", "rnn"] = "lstm"  # gru keeps cuDNN's defaults (reset_after=True)
+    layers: int = 1  # stacked recurrent layers, full sequences and dropout between them
 
 
 # ## Prepare the data: raw text in; the loop turns it into integer sequences once, with `preprocess`
+# (dlcli/text.py: the IMDB sources the lstm and transformer recipes share)
 
 
 def load_data(config):
-    if config.data is not None:
-        (train, test), source = read_aclimdb(Path(config.data))
-    elif config.dataset == "synthetic":
-        train, test, source = synthetic_reviews(2000, seed=0), synthetic_reviews(500, seed=1), "synthetic reviews"
-    else:
-        builder = data.tfds_builder("imdb_reviews", config.data_dir)
-        train, test = (decode_tfds(data.tfds_arrays(builder, split)) for split in ("train", "test"))
-        source = "tensorflow-datasets imdb_reviews"
-    # Reviews arrive grouped by label; mix them (fixed seed) before the validation tail is cut.
-    order = np.random.default_rng(0).permutation(len(train[0]))
-    train, val = data.holdout((train[0][order], train[1][order]), config.validation_split)
-    vectorize = keras.layers.TextVectorization(
-        max_tokens=config.vocab_size, output_sequence_length=config.sequence_length
-    )
-    vectorize.adapt(tf.data.Dataset.from_tensor_slices(train[0].astype(str)).batch(1024))
-    return data.Splits(
-        train=train, val=val, test=test, input_shape=(config.sequence_length,), source=source,
-        num_classes=2, class_names=["negative", "positive"], preprocess=vectorize,
-    )
-
-
-def one_line(text):
-    """The text with every line break Python knows (\\x85, \\u2028, ...) made a space.
-
-    Keras saves the vocabulary one token per line and reads it back with splitlines(): a token
-    holding such a character would make the saved model impossible to load.
-    """
-    return " ".join(text.splitlines())
-
-
-def decode_tfds(arrays):
-    texts, labels = arrays
-    return np.array([one_line(t.decode("utf-8", "replace")) for t in texts], object), labels.astype(np.float32)[:, None]
-
-
-def review_files(path):
-    """(split, label, name, read) for every review of an aclImdb folder, tarball or folder of
-    tarballs; `read()` returns its bytes. Tarballs are read in place, never extracted, so no
-    archive member is written anywhere (links and devices are skipped)."""
-    archives = [path] if path.is_file() else sorted([*path.glob("*.tar.gz"), *path.glob("*.tgz"), *path.glob("*.tar")])
-    for archive in archives:
-        try:
-            with tarfile.open(archive) as tar:
-                for member in tar:
-                    match = REVIEW_PATH.search(member.name)
-                    if member.isfile() and match:
-                        yield (*match.groups(), member.name, lambda tar=tar, member=member: tar.extractfile(member).read())
-        except (tarfile.TarError, OSError, EOFError) as e:
-            raise DlcliError(f"cannot read {archive} as a tar archive: {e}") from None
-    if not archives:
-        root = path / "aclImdb" if (path / "aclImdb").is_dir() else path
-        for split in ("train", "test"):
-            for label in ("pos", "neg"):
-                folder = root / split / label
-                for file in sorted(folder.glob("*.txt")) if folder.is_dir() else []:
-                    yield split, label, f"{split}/{label}/{file.name}", file.read_bytes
-
-
-def read_aclimdb(path):
-    """((train_x, train_y), (test_x, test_y)) from an aclImdb folder, tarball, or folder of tarballs.
-
-    Files that are not valid UTF-8 are decoded with replacement characters and counted.
-    """
-    reviews = {("train", "pos"): [], ("train", "neg"): [], ("test", "pos"): [], ("test", "neg"): []}
-    not_utf8 = 0
-    for split, label, name, read in review_files(path):
-        raw = read()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            text, not_utf8 = raw.decode("utf-8", "replace"), not_utf8 + 1
-        reviews[(split, label)].append((name, one_line(text)))
-    empty = [f"{split}/{label}" for (split, label), found in reviews.items() if not found]
-    if empty:
-        raise DlcliError(
-            f"{path} is not an aclImdb dataset: no reviews in {', '.join(empty)} "
-            "(expected train/pos, train/neg, test/pos, test/neg folders of .txt files)."
-        )
-    out = []
-    for split in ("train", "test"):
-        pairs = sorted(reviews[(split, "pos")]) + sorted(reviews[(split, "neg")])
-        texts = np.array([text for _, text in pairs], object)
-        labels = np.array([1.0] * len(reviews[(split, "pos")]) + [0.0] * len(reviews[(split, "neg")]), np.float32)
-        out.append((texts, labels[:, None]))
-    note = f", {not_utf8} files not UTF-8 (decoded with replacement)" if not_utf8 else ""
-    return out, f"aclImdb reviews in {path}{note}"
-
-
-POSITIVE = "great wonderful superb moving brilliant delightful charming excellent".split()
-NEGATIVE = "awful boring dull terrible clumsy tedious weak dreadful".split()
-FILLER = "the film plot acting story cast director music was and a with quite its".split()
-
-
-def synthetic_reviews(n, seed):
-    """Reviews of filler words and a few opinion words; the label is the majority opinion."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 2, n)
-    texts = []
-    for label in labels:
-        own, other = (POSITIVE, NEGATIVE) if label else (NEGATIVE, POSITIVE)
-        words = list(rng.choice(FILLER, rng.integers(8, 20))) + list(rng.choice(own, 3)) + list(rng.choice(other, 1))
-        rng.shuffle(words)
-        texts.append(" ".join(words))
-    return np.array(texts, object), labels.astype(np.float32)[:, None]
+    return text.load_splits(config)
 
 
 # ## Build the model
@@ -182,18 +83,25 @@ def build_model(config, splits):
             f"notice: recurrent_dropout={config.recurrent_dropout} rules out the fused cuDNN LSTM kernel; "
             "training runs several times slower on GPU (--set recurrent_dropout=0 for cuDNN)."
         )
+    if config.layers < 1:
+        raise DlcliError(f"layers must be a positive integer. Received: layers={config.layers}")
     inputs = keras.Input(shape=splits.input_shape, dtype="int64")
     x = keras.layers.Embedding(config.vocab_size, config.embedding_dim, mask_zero=True)(inputs)
-    lstm = keras.layers.LSTM(config.units, dropout=config.dropout, recurrent_dropout=config.recurrent_dropout)
-    x = keras.layers.Bidirectional(lstm)(x) if config.bidirectional else lstm(x)
+    cell = getattr(keras.layers, CELLS[config.cell])
+    for i in range(config.layers):
+        last = i == config.layers - 1
+        # GRU and LSTM keep their cuDNN-compatible defaults (GRU reset_after=True); dropout acts on
+        # each layer's inputs, so it also sits between stacked layers, as PyTorch's RNN dropout does.
+        layer = cell(config.units, dropout=config.dropout, recurrent_dropout=config.recurrent_dropout, return_sequences=not last)
+        x = keras.layers.Bidirectional(layer)(x) if config.bidirectional else layer(x)
     outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="positive")(x)
-    return keras.Model(inputs, outputs, name="sentiment_lstm")
+    return keras.Model(inputs, outputs, name=f"sentiment_{config.cell}")
 
 
 def inference_model(model, splits):
     """The trained model behind its TextVectorization layer: raw review strings in."""
-    text = keras.Input(shape=(), dtype="string", name="review")
-    return keras.Model(text, model(splits.preprocess(text)), name="sentiment_lstm_text")
+    reviews = keras.Input(shape=(), dtype="string", name="review")
+    return keras.Model(reviews, model(splits.preprocess(reviews)), name=f"{model.name}_text")
 
 
 def loss(config):
@@ -205,15 +113,5 @@ def metrics(config):
 
 
 # ## Predict: review texts (or text files) in, the probability of "positive" out
-
-
-def read_inputs(info, inputs):
-    texts = [one_line(Path(x).read_text(encoding="utf-8", errors="replace") if Path(x).is_file() else x) for x in inputs]
-    return np.array(texts, object), [x if len(x) <= 40 else x[:37] + "..." for x in inputs]
-
-
-def describe(info, outputs, names, context):
-    return [
-        {"input": name, "sentiment": "positive" if p >= 0.5 else "negative", "probability_positive": round(float(p), 4)}
-        for name, p in zip(names, outputs[:, 0])
-    ]
+read_inputs = text.read_texts
+describe = text.describe_sentiment

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from dlcli import registry, rundir
+from dlcli import registry, rundir, text
 from dlcli.cli import app
 from dlcli.errors import WriteError
 
@@ -105,7 +105,7 @@ def test_crafted_tarballs_never_write_outside_anything(tmp_path, monkeypatch):
     ])
     monkeypatch.chdir(tmp_path)
     before = sorted(p.name for p in tmp_path.iterdir())
-    (train_x, train_y), _ = lstm.read_aclimdb(path)[0]
+    (train_x, train_y), _ = text.read_aclimdb(path)[0]
     assert len(train_x) == 4 and "root:" not in " ".join(train_x)  # the symlink and device were skipped
     assert sorted(p.name for p in tmp_path.iterdir()) == before and not outside.exists()
 

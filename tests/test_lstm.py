@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from dlcli import config as config_lib
-from dlcli import loop, registry
+from dlcli import loop, registry, text
 from dlcli.errors import DlcliError
 
 lstm = registry.load("lstm")
@@ -44,24 +44,24 @@ def write_tarball(path):
 @pytest.mark.parametrize("layout", ["folder", "tarball"])
 def test_aclimdb_is_read_from_a_folder_or_a_tarball(tmp_path, layout):
     path = write_folder(tmp_path) if layout == "folder" else write_tarball(tmp_path / "aclImdb_v1.tar.gz")
-    (train_x, train_y), (test_x, test_y) = lstm.read_aclimdb(path)[0]
+    (train_x, train_y), (test_x, test_y) = text.read_aclimdb(path)[0]
     assert len(train_x) == 4 and list(train_y[:, 0]) == [1, 1, 0, 0]
     assert len(test_x) == 2 and "unlabelled" not in " ".join(train_x)
-    assert "1 files not UTF-8" in lstm.read_aclimdb(path)[1]
+    assert "1 files not UTF-8" in text.read_aclimdb(path)[1]
 
 
 def test_aclimdb_without_pos_and_neg_is_refused(tmp_path):
     (tmp_path / "train" / "pos").mkdir(parents=True)
     (tmp_path / "train" / "pos" / "0_9.txt").write_text("good")
     with pytest.raises(DlcliError, match="is not an aclImdb dataset: no reviews in train/neg, test/pos, test/neg"):
-        lstm.read_aclimdb(tmp_path)
+        text.read_aclimdb(tmp_path)
 
 
 def test_a_corrupt_tarball_is_refused(tmp_path):
     path = tmp_path / "broken.tar.gz"
     path.write_bytes(b"\x1f\x8b not really gzip")
     with pytest.raises(DlcliError, match="cannot read .*broken.tar.gz as a tar archive"):
-        lstm.read_aclimdb(path)
+        text.read_aclimdb(path)
 
 
 def test_lstm_learns_the_synthetic_corpus_and_saves_a_model_that_reads_text(tmp_path):

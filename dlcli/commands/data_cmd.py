@@ -144,7 +144,7 @@ def _numeric_or_missing(cell):
 
 def count_reviews(path):
     """{split: {"pos": n, "neg": n}} for an aclImdb folder, tarball or folder of tarballs; {} if none."""
-    from recipes.lstm import review_files
+    from dlcli.text import review_files
 
     if path.is_file() and not tarfile.is_tarfile(path):
         return {}
