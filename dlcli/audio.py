@@ -129,6 +129,16 @@ def list_class_folders(root, class_names=None):
     return files, np.array(labels, np.int64), names
 
 
+def is_audio_folder(path):
+    """Whether `path` holds .wav clips: FSDD-style, or in class subfolders (under train/ too)."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    return fsdd_folder(path) is not None or any(
+        audio_files(sub) for root in (path, path / "train") if root.is_dir() for sub in root.iterdir() if sub.is_dir()
+    )
+
+
 def layout(path):
     """'fsdd' or 'classes': how the folder `path` holds its clips."""
     path = Path(path)

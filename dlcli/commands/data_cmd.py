@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from dlcli import complete, data, registry, ui
+from dlcli import audio, complete, data, registry, ui
 from dlcli.errors import DlcliError
 
 app = typer.Typer(help="See, fetch and inspect datasets.", no_args_is_help=True)
@@ -72,7 +72,7 @@ def download_command(
 
 @app.command("info")
 def info_command(
-    path: Annotated[Path, typer.Argument(help="A local dataset: IDX folder, image folder, aclImdb folder/tarball, CSV.")],
+    path: Annotated[Path, typer.Argument(help="A local dataset: IDX folder, image or audio folder, aclImdb folder/tarball, CSV.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ):
     """What dlcli sees in a local file or folder: format, splits, examples, classes."""
@@ -106,6 +106,8 @@ def describe(path):
     reviews = count_reviews(path)
     if reviews:
         return {"format": "aclImdb movie reviews (lstm: --data)", "classes": ["neg", "pos"], "splits": reviews}
+    if audio.is_audio_folder(path):
+        return audio.describe(path)
     if path.is_dir():
         (x_train, y_train), (x_test, y_test), names = data.read_image_folder(path)
         return {
