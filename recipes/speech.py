@@ -7,13 +7,14 @@ takes the raw waveform (float32, fixed length) and computes a log-mel spectrogra
 (`keras.layers.MelSpectrogram`), so `model.keras`, `dlcli predict RUN clip.wav` and `dlcli
 evaluate` all start from .wav files. Each clip is normalised on its own (peak, then the
 log-mel's mean and spread); in training only, clips are shifted in time (RandomTranslation,
-whole samples) and lose random mel bands and frames (SpecAugment-style SpatialDropout). There is
-no random gain (the per-clip normalisation undoes it) and no added noise: it turned the zero
-padding of short clips into noise in training only, and test accuracy fell from 0.95 to 0.55 on
-the synthetic tones.
+whole samples, up to 10% of the clip). `--set spec_augment=0.1` also drops random mel bands and
+frames (SpecAugment-style SpatialDropout); it is off by default: in a 4-epoch FSDD run it took
+validation accuracy from 0.96 to 0.75. There is no random gain (the per-clip normalisation undoes
+it) and no added noise: it turned the zero padding of short clips into noise in training only,
+and synthetic-tone test accuracy fell from 0.95 to 0.55.
 
 Architectures (`--set arch=...`):
-  cnn     three Conv2D-BatchNorm-ReLU-MaxPool stages over the log-mel, global average, Dense (default)
+  cnn     three Conv2D-BatchNorm-ReLU-MaxPool stages over the log-mel, Flatten, Dense (default)
   source  the source's idea done right: SimpleRNN(50) over spectrogram frames, then Dense
 
 Data: `--data PATH` to FSDD (`{digit}_{speaker}_{index}.wav`, in PATH or PATH/recordings;
@@ -72,7 +73,8 @@ class Config(TrainConfig):
     clip_seconds: float = 0.0  # 0: the 99th percentile of the training clips' lengths
     num_mel_bins: int = 40
     holdout_speaker: str = ""  # FSDD: test on this speaker, train on the others
-    augment: bool = True  # time shift, noise and spectrogram masking, in training only
+    augment: bool = True  # random time shifts, in training only
+    spec_augment: float = 0.0  # in training, drop this fraction of mel bands and of frames (SpecAugment-style)
     dropout: float = 0.3
 
 
@@ -217,9 +219,9 @@ def build_model(config, splits):
     )(x)
     x = layers.Permute((2, 1))(x)
     x = layers.LayerNormalization(axis=(1, 2), center=False, scale=False, name="per_clip_norm")(x)
-    if config.augment:  # SpecAugment-style: drop whole mel bands, then whole frames
-        x = layers.SpatialDropout1D(0.1)(x)
-        x = layers.Permute((2, 1))(layers.SpatialDropout1D(0.1)(layers.Permute((2, 1))(x)))
+    if config.spec_augment:  # SpecAugment-style: drop whole mel bands, then whole frames
+        x = layers.SpatialDropout1D(config.spec_augment)(x)
+        x = layers.Permute((2, 1))(layers.SpatialDropout1D(config.spec_augment)(layers.Permute((2, 1))(x)))
     if config.arch == "source":
         x = layers.SimpleRNN(50)(x)
     else:
@@ -228,7 +230,8 @@ def build_model(config, splits):
             x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
             x = layers.Activation("relu")(layers.BatchNormalization(momentum=0.9)(x))  # short runs: stats settle fast
             x = layers.MaxPooling2D()(x)
-        x = layers.GlobalAveragePooling2D()(x)
+        # Flatten, not a global average: where energy sits in frequency is what tells words apart.
+        x = layers.Flatten()(x)
     x = layers.Dropout(config.dropout)(x)
     outputs = layers.Dense(splits.num_classes, dtype="float32", name="logits")(x)
     return keras.Model(wave, outputs, name=f"speech_{config.arch}")
