@@ -49,12 +49,12 @@ class Config(TrainConfig):
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     weight_decay: float = 0.01  # AdamW
     vocab_size: int = 20000
-    sequence_length: int = 256  # words kept per review (median review: ~230 words)
+    sequence_length: int = 320  # words kept per review (mean review: ~230 words)
     embedding_dim: int = 64
     blocks: int = 1
     heads: int = 2
     feed_forward: int = 128
-    dropout: float = 0.2
+    dropout: float = 0.3  # it overfits by epoch 2 otherwise (train 0.95, validation 0.89)
 
 
 # ## Prepare the data: the IMDB sources lstm uses, vectorized once before training
@@ -92,8 +92,8 @@ def build_model(config, splits):
         layers.Embedding(config.vocab_size, config.embedding_dim)(tokens),
         layers.Embedding(config.sequence_length, config.embedding_dim)(positions),
     ])
+    x = layers.SpatialDropout1D(config.dropout)(x)  # drops whole embedding channels: the classic IMDB regulariser
     x = layers.Add()([x, layers.Conv1D(config.embedding_dim, 3, padding="same")(x)])  # neighbours: bigrams
-    x = layers.Dropout(config.dropout)(x)
     for _ in range(config.blocks):
         x = encoder_block(x, mask, config)
     x = layers.LayerNormalization(epsilon=1e-6)(x)
