@@ -160,3 +160,24 @@ def test_data_info_describes_an_fsdd_folder(tmp_path):
     assert result.exit_code == 0, result.output
     facts = json.loads(result.stdout)
     assert facts["speakers"] == {"alice": 14, "bob": 14, "carol": 14} and facts["splits"]["test (indices 0-4)"]["examples"] == 30
+
+
+def test_spoken_digit_from_tfds_is_split_by_the_index_in_each_file_name(monkeypatch, tmp_path):
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    from dlcli import data
+
+    names = [f"{d}_{s}_{i}.wav" for d in (0, 1) for s in ("jackson", "theo") for i in range(7)]
+
+    def as_dataset(self, split, **kwargs):
+        examples = [{"audio": (tone(500 * (1 + int(n[0])), 0.2) * 30000).astype(np.int16), "label": int(n[0]), "audio/filename": n} for n in names]
+        signature = {"audio": tf.TensorSpec([None], tf.int16), "label": tf.TensorSpec([], tf.int64), "audio/filename": tf.TensorSpec([], tf.string)}
+        return tf.data.Dataset.from_generator(lambda: iter(examples), output_signature=signature)
+
+    monkeypatch.setattr(data, "network_available", lambda *a, **k: True)
+    with tfds.testing.mock_data(as_dataset_fn=as_dataset):
+        splits = speech.load_data(resolve(data_dir=str(tmp_path), validation_split=0.0))
+        assert len(splits.test[0]) == 2 * 2 * 5 and len(splits.train[0]) == 2 * 2 * 2
+        held_out = speech.load_data(resolve(data_dir=str(tmp_path), holdout_speaker="theo", validation_split=0.0))
+        assert len(held_out.test[0]) == 14 and len(held_out.train[0]) == 14
