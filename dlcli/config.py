@@ -58,6 +58,12 @@ class TrainConfig:
             )
 
 
+def check(condition, key, value, allowed):
+    """Raises the one-line error for a recipe config value outside `allowed`."""
+    if not condition:
+        raise DlcliError(f"{key} must be {allowed}. Received: {key}={value}")
+
+
 def field_types(config_cls):
     """Maps each field name to its resolved type hint."""
     hints = typing.get_type_hints(config_cls)

@@ -29,8 +29,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from dlcli import text, ui
-from dlcli.config import TrainConfig
-from dlcli.errors import DlcliError
+from dlcli.config import TrainConfig, check
 from dlcli.lazy import keras, tf
 
 DATASETS = text.DATASETS
@@ -65,6 +64,10 @@ class Config(TrainConfig):
     cell: Literal["lstm", "gru", "rnn"] = "lstm"  # gru keeps cuDNN's defaults (reset_after=True)
     layers: int = 1  # stacked recurrent layers, full sequences and dropout between them
 
+    def validate(self):
+        super().validate()
+        check(self.layers >= 1, "layers", self.layers, "a positive integer")
+
 
 # ## Prepare the data: raw text in; the loop turns it into integer sequences once, with `preprocess`
 # (dlcli/text.py: the IMDB sources the lstm and transformer recipes share)
@@ -83,8 +86,6 @@ def build_model(config, splits):
             f"notice: recurrent_dropout={config.recurrent_dropout} rules out the fused cuDNN LSTM kernel; "
             "training runs several times slower on GPU (--set recurrent_dropout=0 for cuDNN)."
         )
-    if config.layers < 1:
-        raise DlcliError(f"layers must be a positive integer. Received: layers={config.layers}")
     inputs = keras.Input(shape=splits.input_shape, dtype="int64")
     x = keras.layers.Embedding(config.vocab_size, config.embedding_dim, mask_zero=True)(inputs)
     cell = getattr(keras.layers, CELLS[config.cell])

@@ -42,7 +42,7 @@ from typing import Literal
 import numpy as np
 
 from dlcli import audio, data, predict
-from dlcli.config import TrainConfig
+from dlcli.config import TrainConfig, check
 from dlcli.errors import DlcliError
 from dlcli.lazy import keras
 
@@ -76,6 +76,14 @@ class Config(TrainConfig):
     augment: bool = True  # random time shifts, in training only
     spec_augment: float = 0.0  # in training, drop this fraction of mel bands and of frames (SpecAugment-style)
     dropout: float = 0.3
+
+    def validate(self):
+        super().validate()
+        check(self.sample_rate >= 1000, "sample_rate", self.sample_rate, "at least 1000 (Hz)")
+        check(0 <= self.clip_seconds <= 60, "clip_seconds", self.clip_seconds, "between 0 (from the data) and 60")
+        check(1 <= self.num_mel_bins <= 256, "num_mel_bins", self.num_mel_bins, "between 1 and 256")
+        for key in ("dropout", "spec_augment"):
+            check(0 <= getattr(self, key) < 1, key, getattr(self, key), "in [0, 1)")
 
 
 # ## Prepare the data: lists of files and labels first, then one decode path for every clip

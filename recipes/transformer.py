@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from dlcli import text
-from dlcli.config import TrainConfig
+from dlcli.config import TrainConfig, check
 from dlcli.lazy import keras
 
 DATASETS = text.DATASETS
@@ -55,6 +55,13 @@ class Config(TrainConfig):
     heads: int = 2
     feed_forward: int = 128
     dropout: float = 0.3  # it overfits by epoch 2 otherwise (train 0.95, validation 0.89)
+
+    def validate(self):
+        super().validate()
+        for key in ("vocab_size", "sequence_length", "embedding_dim", "blocks", "heads", "feed_forward"):
+            check(getattr(self, key) >= 1, key, getattr(self, key), "a positive integer")
+        check(self.embedding_dim % self.heads == 0, "heads", self.heads, f"a divisor of embedding_dim={self.embedding_dim}")
+        check(0 <= self.dropout < 1, "dropout", self.dropout, "in [0, 1)")
 
 
 # ## Prepare the data: the IMDB sources lstm uses, vectorized once before training
