@@ -257,7 +257,9 @@ def metrics(config):
 
 
 def after_training(config, splits, model, run_dir):
-    x, y = splits.test[0][:8], splits.test[1][:8]
+    labels = splits.test[1]
+    first = [np.flatnonzero(labels == c)[0] for c in range(splits.num_classes) if (labels == c).any()][:10]  # one per class
+    x, y = splits.test[0][first], labels[first]
     predicted = model.predict(x, verbose=0).argmax(-1)
     spectrograms = model.get_layer("log_mel")(x).numpy()
     return {"pictures": [draw_spectrograms(spectrograms, y, predicted, splits.class_names, Path(run_dir) / "spectrograms.png").name]}
