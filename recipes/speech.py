@@ -100,6 +100,8 @@ def load_data(config):
     else:
         clips, labels, test, groups = read_tfds(config)
         class_names, source = [str(d) for d in range(10)], "tensorflow-datasets spoken_digit"
+    if len(np.unique(labels)) < 2:
+        raise DlcliError(f"{source} holds clips of one class only ({class_names[labels[0]]}); a classifier needs two or more.")
     train_idx, test_idx = np.flatnonzero(~test), np.flatnonzero(test)
     length = clip_length(config, [clips[i] for i in train_idx])
     x = np.stack([audio.fit_length(c, length) for c in clips])

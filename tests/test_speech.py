@@ -126,10 +126,12 @@ def write_bad(tmp_path, case):
         root = write_fsdd(tmp_path / "fsdd", speakers=("alice",), indices=range(6))
         write_wav(root / "seven_alice_1.wav", tone(400, 0.2))
         return root, ["seven_alice_1.wav", "{digit}_{speaker}_{index}.wav"]
+    if case == "fsdd_one_digit":
+        return write_fsdd(tmp_path / "threes", digits=(3,)), ["threes", "one class only (3)"]
     raise ValueError(case)
 
 
-@pytest.mark.parametrize("case", ["not_audio", "empty", "one_class", "fsdd_name"])
+@pytest.mark.parametrize("case", ["not_audio", "empty", "one_class", "fsdd_name", "fsdd_one_digit"])
 def test_bad_audio_is_one_line_naming_the_file(case, tmp_path):
     root, words = write_bad(tmp_path, case)
     line = one_error_line(runner.invoke(app, ["train", "speech", "--data", str(root), "-o", str(tmp_path / "run"), "--epochs", "1"]))
