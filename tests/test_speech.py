@@ -183,3 +183,15 @@ def test_spoken_digit_from_tfds_is_split_by_the_index_in_each_file_name(monkeypa
         assert len(splits.test[0]) == 2 * 2 * 5 and len(splits.train[0]) == 2 * 2 * 2
         held_out = speech.load_data(resolve(data_dir=str(tmp_path), holdout_speaker="theo", validation_split=0.0))
         assert len(held_out.test[0]) == 14 and len(held_out.train[0]) == 14
+
+
+def test_source_arch_reads_every_frame_not_only_the_last(tmp_path):
+    """arch=source pools the SimpleRNN's states over time: its last state comes after the padding."""
+    import keras
+
+    config = config_lib.resolve(speech.Config, "speech", toml_values={**speech.QUICK, "arch": "source"})
+    splits = speech.load_data(config)
+    model = speech.build_model(config, splits)
+    rnn = next(layer for layer in model.layers if isinstance(layer, keras.layers.SimpleRNN))
+    assert rnn.units == 50 and rnn.return_sequences
+    assert model(splits.test[0][:2]).shape == (2, splits.num_classes)
