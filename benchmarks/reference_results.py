@@ -1,6 +1,6 @@
 """Train every recipe to its published reference on the real data and print the results table.
 
-    python benchmarks/reference_results.py            # all rows (about 25 minutes on 2 cores)
+    python benchmarks/reference_results.py            # all rows (about an hour on 2 cores)
     python benchmarks/reference_results.py cnn lstm   # some recipes
 
 Each row runs `dlcli train ... --json` as a subprocess with the recipe's defaults and prints

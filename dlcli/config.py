@@ -1,6 +1,7 @@
 """Config as code: one flat dataclass per recipe, with typed overrides.
 
-Overrides apply in one order: the recipe's defaults, then an optional TOML file, then
+Overrides apply in one order: the recipe's defaults, then its per-dataset defaults (the
+recipe's optional `DATASET_DEFAULTS`, keyed by dataset name), then an optional TOML file, then
 `--set key=value` pairs, then the flags every recipe shares (`--epochs`, `--batch-size`, ...).
 Unknown keys and values of the wrong type fail with the list of valid keys or values.
 """
@@ -107,6 +108,12 @@ def ranges(config_cls):
     return out
 
 
+def check(condition, key, value, allowed):
+    """Raises the one-line error for a recipe config value outside `allowed`."""
+    if not condition:
+        raise DlcliError(f"{key} must be {allowed}. Received: {key}={value}")
+
+
 def field_types(config_cls):
     """Maps each field name to its resolved type hint."""
     hints = typing.get_type_hints(config_cls)
@@ -191,8 +198,13 @@ def parse_sets(pairs):
     return out
 
 
-def resolve(config_cls, recipe, *, toml_values=None, sets=None, flags=None):
-    """Builds a config: defaults, then TOML values, then --set pairs, then non-None flags."""
+def resolve(config_cls, recipe, *, toml_values=None, sets=None, flags=None, dataset_defaults=None):
+    """Builds a config: defaults, then the dataset's defaults, then TOML values, then --set
+    pairs, then non-None flags.
+
+    `dataset_defaults` maps a dataset name to overrides (a recipe's `DATASET_DEFAULTS`); the
+    name is `--dataset`, or for `--data` the dataset recognised from the files' content.
+    """
     hints = field_types(config_cls)
     values = {}
     for layer in (toml_values or {}, sets or {}, {k: v for k, v in (flags or {}).items() if v is not None}):
@@ -200,7 +212,18 @@ def resolve(config_cls, recipe, *, toml_values=None, sets=None, flags=None):
             if key not in hints:
                 raise _unknown_key(key, hints, recipe)
             values[key] = coerce(key, value, hints[key])
+    if dataset_defaults:
+        name = dataset_name(config_cls(**values))
+        values = {**{k: coerce(k, v, hints[k]) for k, v in dataset_defaults.get(name, {}).items()}, **values}
     config = config_cls(**values)
     config.validate()
     return config
 
+
+def dataset_name(config):
+    """The dataset a config trains on: its `dataset`, or what its `data` path holds (None if unknown)."""
+    if config.data is None:
+        return config.dataset
+    from dlcli.sources import idx  # numpy only; TensorFlow stays unloaded
+
+    return idx.recognise(config.data)

@@ -50,7 +50,9 @@ class Recipe(Protocol):
 
 
 class OptionalHooks(Protocol):
-    """Hooks a recipe may add."""
+    """Hooks a recipe may add. It may also hold `DATASET_DEFAULTS`: {dataset name: config
+    overrides} applied after its defaults and before --config/--set/flags, for `--dataset NAME`
+    or a `--data` path recognised as that dataset (`dlcli show` prints them)."""
 
     def optimizer(self, config, learning_rate):
         """-> a Keras optimizer, when Adam is not the right default"""

@@ -79,3 +79,28 @@ def write_messy_images(folder, classes=("cat", "dog", "owl"), per_class=8, seed=
                 image = Image.fromarray((np.asarray(rgb.convert("L"), np.uint16) * 257).astype(np.uint16))
             image.save(folder / name / f"{i}_{mode}.{suffix}")
     return folder
+def write_wav(path, samples, rate=8000, channels=1, width=2):
+    """A PCM WAV file of float samples in [-1, 1] (shape (n,) or (n, channels))."""
+    import wave
+
+    samples = np.asarray(samples, np.float64)
+    samples = (samples.reshape(len(samples), -1) if samples.size else samples.reshape(0, 1)) * np.ones((1, channels))
+    if width == 1:
+        raw = np.round(samples * 127 + 128).astype(np.uint8).tobytes()
+    else:
+        ints = np.round(samples * (2 ** (8 * width - 1) - 1)).astype("<i4" if width == 3 else f"<i{width}")
+        # 24-bit: the three low bytes of each little-endian int32
+        raw = ints.view(np.uint8).reshape(-1, 4)[:, :3].tobytes() if width == 3 else ints.tobytes()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(channels)
+        f.setsampwidth(width)
+        f.setframerate(rate)
+        f.writeframes(raw)
+    return Path(path)
+
+
+def tone(frequency, seconds, rate=8000, seed=0):
+    """A noisy sine tone."""
+    t = np.arange(int(seconds * rate)) / rate
+    return 0.5 * np.sin(2 * np.pi * frequency * t) + np.random.default_rng(seed).normal(0, 0.02, len(t))

@@ -86,3 +86,39 @@ def test_parse_sets_refuses_pairs_without_equals():
     assert config_lib.parse_sets(["a=1", "b = two=2"]) == {"a": "1", "b": "two=2"}
     with pytest.raises(DlcliError, match="--set expects key=value"):
         config_lib.parse_sets(["epochs"])
+
+
+def test_dataset_defaults_apply_before_toml_set_and_flags(tmp_path):
+    from tests.helpers import write_idx_folder
+
+    defaults = cnn.DATASET_DEFAULTS
+    assert config_lib.resolve(cnn.Config, "cnn", flags={"dataset": "fashion_mnist"}, dataset_defaults=defaults).epochs == 15
+    assert config_lib.resolve(cnn.Config, "cnn", flags={"dataset": "mnist"}, dataset_defaults=defaults).epochs == 5
+    for layer in ("toml_values", "sets", "flags"):
+        config = config_lib.resolve(cnn.Config, "cnn", dataset_defaults=defaults, **{layer: {"dataset": "fashion_mnist", "epochs": 3}})
+        assert config.epochs == 3, layer
+    # A folder named fashion_mnist whose labels are not Fashion-MNIST's keeps the MNIST defaults.
+    folder = write_idx_folder(tmp_path / "fashion_mnist")
+    assert config_lib.resolve(cnn.Config, "cnn", flags={"data": str(folder)}, dataset_defaults=defaults).epochs == 5
+
+
+def test_real_fashion_mnist_is_recognised_by_its_labels(shared_data, tmp_path):
+    from dlcli.sources import idx as data
+
+    assert data.recognise(shared_data / "fashion_mnist") == "fashion_mnist"
+    assert data.recognise(shared_data / "mnist") == "mnist"
+    renamed = tmp_path / "clothes"  # another name, the same labels (a link: nothing is copied)
+    renamed.mkdir()
+    (renamed / "train-labels-idx1-ubyte.gz").symlink_to(shared_data / "fashion_mnist" / "train-labels-idx1-ubyte.gz")
+    assert data.recognise(renamed) == "fashion_mnist"
+    config = config_lib.resolve(cnn.Config, "cnn", flags={"data": str(renamed)}, dataset_defaults=cnn.DATASET_DEFAULTS)
+    assert config.epochs == 15
+
+
+def test_show_prints_the_dataset_defaults():
+    from typer.testing import CliRunner
+
+    from dlcli.cli import app
+
+    result = CliRunner().invoke(app, ["show", "cnn"])
+    assert result.exit_code == 0 and "per-dataset defaults" in result.stdout and "epochs=15" in result.stdout

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from dlcli import config as config_lib
-from dlcli import loop, registry
+from dlcli import loop, registry, text
 from dlcli.errors import DlcliError
 from dlcli.sources import aclimdb
 
@@ -103,3 +103,26 @@ def test_reviews_are_vectorized_once_before_training_and_the_raw_splits_stay_raw
     assert inputs.train[0].dtype.kind == "i" and len(inputs.val[0]) == 0
     first = splits.preprocess(tf.constant([splits.train[0][0]])).numpy()[0]
     assert (inputs.train[0][0] == first).all() and splits.train[0].dtype == object
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_other_cells_stack_and_learn(cell, tmp_path):
+    config = config_lib.resolve(lstm.Config, "lstm", toml_values={**lstm.QUICK, "cell": cell, "layers": 2, "epochs": 6})
+    splits = lstm.load_data(config)
+    model = lstm.build_model(config, splits)
+    recurrent = [l for l in model.layers if isinstance(l, (keras.layers.GRU, keras.layers.SimpleRNN))]
+    assert len(recurrent) == 2 and recurrent[0].return_sequences and not recurrent[1].return_sequences
+    if cell == "gru":  # cuDNN-compatible: reset_after, no recurrent dropout
+        assert all(l.cell.reset_after and l.cell.recurrent_dropout == 0 for l in recurrent)
+    final = loop.fit(lstm, config, splits, tf.distribute.get_strategy(), tmp_path).metrics
+    assert final["test"]["accuracy"] >= 0.8, final["test"]
+
+
+def test_the_pytorch_imdb_model_is_a_set_of_overrides():
+    sets = {"cell": "rnn", "layers": "2", "bidirectional": "true", "units": "256", "embedding_dim": "100"}
+    config = config_lib.resolve(lstm.Config, "lstm", toml_values=lstm.QUICK, sets=sets)
+    model = lstm.build_model(config, lstm.load_data(config))
+    wrappers = [l for l in model.layers if isinstance(l, keras.layers.Bidirectional)]
+    assert len(wrappers) == 2 and wrappers[-1].output.shape[-1] == 512
+    assert isinstance(wrappers[0].forward_layer, keras.layers.SimpleRNN)
+    assert lstm.Config().cell == "lstm" and lstm.Config().layers == 1  # the default model is unchanged

@@ -42,3 +42,12 @@ def test_cnn_on_real_mnist_reaches_0985_in_3_epochs(shared_data, tmp_path):
     final = json.loads(result.stdout)
     assert final["test_examples"] == 10_000
     assert final["test"]["accuracy"] >= 0.985
+
+
+def test_speech_leave_one_speaker_out_mean_reaches_its_bar(shared_data):
+    from benchmarks.references import SPEAKERS, SPEAKERS_MEAN_ACCURACY
+    from benchmarks.speech_speakers import measure
+
+    results = measure(SPEAKERS)
+    mean = sum(accuracy for accuracy, _ in results.values()) / len(results)
+    assert mean >= SPEAKERS_MEAN_ACCURACY, results

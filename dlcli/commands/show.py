@@ -32,10 +32,14 @@ def show_command(
         "config": {k: v for k, v in dataclasses.asdict(defaults).items()},
         "datasets": module.DATASETS,
         "data_kinds": sorted(module.DATA_KINDS),
+        "dataset_defaults": getattr(module, "DATASET_DEFAULTS", {}),
         "modernises": [{"old": old, "new": new} for old, new in module.MODERNISES],
     }
     if model:
-        config = config_lib.resolve(module.Config, recipe, flags={"dataset": dataset, "data": data_path})
+        config = config_lib.resolve(
+            module.Config, recipe, flags={"dataset": dataset, "data": data_path},
+            dataset_defaults=getattr(module, "DATASET_DEFAULTS", None),
+        )
         data.check_dataset(config, module.DATASETS, recipe)
         splits = module.load_data(config)
         built = module.build_model(config, splits)
@@ -59,6 +63,11 @@ def show_command(
     for name, about in module.DATASETS.items():
         table.add_row(name + (" (default)" if name == defaults.dataset else ""), about)
     out.print(table)
+    if info["dataset_defaults"]:
+        table = Table("dataset", "overrides", title="per-dataset defaults (before --config/--set/flags)", box=None, title_justify="left")
+        for name, overrides in info["dataset_defaults"].items():
+            table.add_row(name, ", ".join(f"{k}={v!r}" for k, v in overrides.items()))
+        out.print(table)
     table = Table("old", "modern Keras", title="what it modernises", box=None, title_justify="left")
     for row in info["modernises"]:
         table.add_row(row["old"], row["new"])

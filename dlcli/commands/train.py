@@ -92,6 +92,7 @@ def train_command(
     config = config_lib.resolve(
         module.Config, recipe,
         toml_values={**base, **toml_values}, sets=config_lib.parse_sets(sets or []), flags=flags,
+        dataset_defaults=getattr(module, "DATASET_DEFAULTS", None),
     )
     start = None
     if resume_auto:

@@ -94,3 +94,29 @@ def read_folder(folder):
     if out["train"][0].shape[1:] != out["test"][0].shape[1:]:
         raise DlcliError(f"IDX train and test images in {folder} differ in shape.")
     return out
+
+
+# MD5 of the decompressed train-labels file, as published with each dataset: recognises a
+# local copy by its content (gz or not, whatever the folder is called).
+KNOWN_TRAIN_LABELS = {
+    "a25bea736e30d166cdddb491f175f624": "mnist",
+    "9018921c3c673c538a1fc5bad174d6f9": "fashion_mnist",
+}
+
+
+def recognise(path):
+    """The dataset name of a local IDX folder ('mnist', 'fashion_mnist'), or None.
+
+    Read from the train labels' content, so a renamed folder is still recognised and a folder
+    merely named `fashion_mnist` is not. Unreadable files are left for the loader to report.
+    """
+    import hashlib
+
+    labels = find_file(path, FILES["train"][1]) if Path(path).is_dir() else None
+    if labels is None:
+        return None
+    try:
+        with (gzip.open if labels.suffix == ".gz" else open)(labels, "rb") as f:
+            return KNOWN_TRAIN_LABELS.get(hashlib.md5(f.read(1 << 20)).hexdigest())
+    except (OSError, EOFError):
+        return None
