@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from dlcli import config as config_lib
-from dlcli import loop, registry, text
+from dlcli import loop, registry
 from dlcli.errors import DlcliError
 from dlcli.sources import aclimdb
 
