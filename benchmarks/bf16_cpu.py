@@ -1,0 +1,62 @@
+"""`--precision mixed_bfloat16` against float32 on this CPU: speed and the accuracy of a short run.
+
+For each recipe, dlcli trains `--epochs` x `--steps` steps (constant learning rate) in float32
+and in mixed_bfloat16, alternating in fresh processes `--repeats` times; the speed figure is the
+median examples/s over the epochs after the first, the accuracy that of the short run on (the
+first `TEST` examples of) the test set. Also prints whether the CPU reports the instructions
+that make bf16 fast (AVX512_BF16, AMX-BF16) in /proc/cpuinfo: without them, oneDNN emulates
+bf16 in float32 and converts in between.
+
+    python benchmarks/bf16_cpu.py [--recipes cnn,lstm,speech,transformer] [--repeats 2] [--epochs 2] [--steps N]
+"""
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import sides  # noqa: E402
+from benchmarks.frameworks import DATA, RECIPES  # noqa: E402
+from benchmarks.flops import cpu_bf16_flags  # noqa: E402
+
+TEST = {"cnn": 10000, "lstm": 2000, "speech": 0, "transformer": 2000}  # 0: the whole test set
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipes", default="cnn,lstm,speech,transformer")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=0, help="steps per epoch for every recipe (0: each recipe's default)")
+    options = parser.parse_args()
+    flags = cpu_bf16_flags()
+    print(f"CPU bf16 instructions in /proc/cpuinfo: {', '.join(flags) or 'none (no avx512_bf16, no amx_bf16)'}")
+    recipes = [r for r in options.recipes.split(",") if r]
+    summary = []
+    for recipe in recipes:
+        folder, steps, batch, _ = RECIPES[recipe]
+        steps = options.steps or steps
+        print(f"\n{recipe}: {options.epochs} epochs x {steps} steps of {batch}, {options.repeats} alternating repeats", flush=True)
+        precisions = {"float32": sides.DLCLI, "mixed_bfloat16": sides.DLCLI}
+        figures, results = {}, {}
+        for repeat in range(options.repeats):
+            for precision in precisions:
+                overrides = {"precision": precision, "test_examples": TEST[recipe]}
+                f, r = sides.alternate({precision: sides.DLCLI}, (recipe, DATA / folder, options.epochs, steps, json.dumps(overrides)), 1)
+                figures.setdefault(precision, []).extend(f[precision])
+                results.setdefault(precision, []).extend(r[precision])
+        ratio, low, high = sides.ratio_line(figures, "mixed_bfloat16", "float32")
+        accuracy = {p: statistics.median(r["test"]["accuracy"] for r in results[p]) for p in precisions}
+        summary.append(
+            f"{recipe:>11}: bf16 {statistics.median(figures['mixed_bfloat16']):.0f} vs float32 {statistics.median(figures['float32']):.0f} "
+            f"examples/s = {ratio:.2f}x (per-repeat {low:.2f}-{high:.2f}); short-run test accuracy bf16 {accuracy['mixed_bfloat16']:.4f} "
+            f"vs float32 {accuracy['float32']:.4f}"
+        )
+    print(f"\n== summary (bf16 / float32; {options.repeats} alternating repeats, medians; CPU bf16 flags: {', '.join(flags) or 'none'}) ==")
+    print("\n".join(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""dlcli against what users would pick instead: Keras `fit` with tf.data, PyTorch CPU eager,
+and (transformer) the keras-io example as published.
+
+For each recipe, every side trains the same data for `--epochs` x `--steps` steps in a fresh
+process, the sides alternating `--repeats` times (benchmarks/sides.py holds them):
+  cnn          MNIST, batch 128, Adam: dlcli | Keras fit + tf.data | PyTorch eager
+  lstm         IMDB, batch 64, 400 words, Adam: dlcli | Keras fit + tf.data | PyTorch nn.LSTM (packed)
+  speech       FSDD, batch 32, Adam: dlcli | Keras fit + tf.data
+  transformer  IMDB, batch 64, 320 words: dlcli | Keras fit + tf.data (same model) | keras-io's
+               example as published (its smaller model: 200 words, embed 32, batch 32)
+A side's figure is its median examples/s over the epochs after the first; ratios are medians
+of the per-repeat ratios. PyTorch sides are skipped, with the reason, without PyTorch.
+
+    python benchmarks/frameworks.py [--recipes cnn,lstm,speech,transformer] [--repeats 3] [--epochs 3] [--steps N]
+"""
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import sides  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# recipe: (data folder, default steps per epoch, batch, seconds per step on a quiet 2-core machine)
+RECIPES = {
+    "cnn": ("mnist", 150, 128, 0.03),
+    "lstm": ("imdb", 30, 64, 0.4),
+    "speech": ("fsdd", 40, 32, 0.15),
+    "transformer": ("imdb", 30, 64, 0.3),
+}
+
+
+def contestants(recipe):
+    chosen = {"dlcli": sides.DLCLI, "Keras fit + tf.data": sides.KERAS_TFDATA}
+    missing = sides.torch_missing()
+    if recipe in ("cnn", "lstm"):
+        if missing:
+            print(f"{recipe}: PyTorch side skipped: {missing}")
+        else:
+            chosen["PyTorch eager"] = sides.TORCH_CNN if recipe == "cnn" else sides.TORCH_LSTM
+    if recipe == "transformer":
+        chosen["keras-io example"] = sides.KERAS_IO_TRANSFORMER
+    return chosen
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipes", default="cnn,lstm,speech,transformer")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=0, help="steps per epoch for every recipe (0: each recipe's default)")
+    options = parser.parse_args()
+    recipes = [r for r in options.recipes.split(",") if r]
+    unknown = [r for r in recipes if r not in RECIPES]
+    if unknown:
+        raise SystemExit(f"unknown recipe(s) {unknown}; choose from {', '.join(RECIPES)}")
+    estimate = sum(
+        options.repeats * (2 if r == "speech" else 3) * (30 + options.epochs * (options.steps or RECIPES[r][1]) * RECIPES[r][3])
+        for r in recipes
+    )
+    print(f"about {estimate / 60:.0f} min on a quiet 2-core machine", flush=True)
+    summary = []
+    for recipe in recipes:
+        folder, steps, batch, _ = RECIPES[recipe]
+        if not (DATA / folder).is_dir():
+            raise SystemExit(f"{DATA / folder} not found: the benchmark needs ../shared/data beside the checkout.")
+        steps = options.steps or steps
+        print(f"\n{recipe}: {options.epochs} epochs x {steps} steps of {batch}, {options.repeats} alternating repeats", flush=True)
+        chosen = contestants(recipe)
+        figures, results = sides.alternate(chosen, (recipe, DATA / folder, options.epochs, steps, json.dumps({})), options.repeats)
+        medians = {label: statistics.median(f) for label, f in figures.items()}
+        for label in chosen:
+            if label == "dlcli":
+                continue
+            ratio, low, high = sides.ratio_line(figures, "dlcli", label)
+            summary.append(f"{recipe:>11}: dlcli {medians['dlcli']:.0f} vs {label} {medians[label]:.0f} examples/s: "
+                           f"{ratio:.2f}x (per-repeat {low:.2f}-{high:.2f})")
+        if "PyTorch eager" in results:
+            summary.append(f"{'':>11}  (PyTorch ran with {results['PyTorch eager'][0]['threads']} threads)")
+    print(f"\n== summary ({options.repeats} alternating repeats, medians; dlcli / other) ==")
+    print("\n".join(summary))
+
+
+if __name__ == "__main__":
+    main()
