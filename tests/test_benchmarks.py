@@ -1,0 +1,81 @@
+"""Quick checks of the issue-18 benchmark helpers: FLOP counting, the machine facts, the
+all-reduce model, and that the cnn's alternative formulations compute the recipe's function."""
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from benchmarks import allreduce_table, flops, sides
+
+
+def cnn_model(**overrides):
+    from recipes import cnn
+
+    return cnn.build_model(cnn.Config(**overrides), SimpleNamespace(input_shape=(28, 28, 1), num_classes=10))
+
+
+def test_cnn_training_flops_match_the_count_by_hand():
+    total, rows = flops.training_flops(cnn_model())
+    # Forward MACs: conv1 26*26*32*9, conv2 11*11*64*(3*3*32), dense 1600*64, logits 64*10.
+    macs = [26 * 26 * 32 * 9, 11 * 11 * 64 * 288, 1600 * 64, 64 * 10]
+    assert [row[1] for row in rows] == macs
+    # 2 FLOPs per MAC; forward + weight gradient for conv1 (its input gradient is never needed), + input gradient after.
+    assert total == 2 * (2 * macs[0] + 3 * sum(macs[1:])) == 14_778_624  # issue 18: 14.8 MFLOP per image
+
+
+def test_dense_on_a_sequence_counts_every_position():
+    from dlcli.lazy import keras
+
+    inputs = keras.Input((5, 4))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Conv1D(3, 2)(inputs)))
+    total, rows = flops.training_flops(model)
+    assert [row[1] for row in rows] == [4 * 2 * 4 * 3, 4 * 3 * 2]
+    assert total == 2 * (2 * 96 + 3 * 24)
+
+
+def test_matmul_peak_is_a_positive_rate():
+    rate = flops.matmul_peak(size=64, repeats=2, trials=1)
+    assert math.isfinite(rate) and rate > 1e6
+
+
+def test_bf16_flags_are_read_from_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f amx_bf16 avx512_bf16\n\nprocessor\t: 1\nflags\t: fpu avx2\n")
+    assert flops.cpu_bf16_flags(info) == ["avx512_bf16", "amx_bf16"]
+    info.write_text("flags\t\t: fpu sse2 avx avx2 fma\n")
+    assert flops.cpu_bf16_flags(info) == []
+    assert flops.cpu_bf16_flags(tmp_path / "missing") == []
+
+
+def test_ring_all_reduce_time():
+    megabyte = 1e6
+    # 2 workers: each sends half twice = the whole buffer once, in 2 hops.
+    assert allreduce_table.ring_seconds(megabyte, 2, 10, 0) == pytest.approx(megabyte * 8 / 10e9)
+    assert allreduce_table.ring_seconds(0, 8, 10, 1e-3) == pytest.approx(14e-3)
+    # Bandwidth term tends to 2x the buffer as workers grow.
+    assert allreduce_table.ring_seconds(megabyte, 256, 100, 0) < 2 * megabyte * 8 / 100e9
+
+
+def test_snippets_are_valid_python():
+    for name in ("DLCLI", "KERAS_TFDATA", "TORCH_CNN", "TORCH_LSTM", "KERAS_IO_TRANSFORMER"):
+        compile(getattr(sides, name), name, "exec")
+    assert sides.torch_missing() is None or "not installed" in sides.torch_missing()
+
+
+def test_ratio_line_is_the_median_of_paired_ratios():
+    assert sides.ratio_line({"a": [2, 3, 9], "b": [1, 1, 3]}, "a", "b") == (3, 2, 3)
+
+
+def test_cnn_formulations_compute_the_recipe_model():
+    from benchmarks import cnn_formulations
+    from dlcli.lazy import keras, tf
+
+    keras.utils.set_random_seed(0)
+    model = cnn_model(dropout=0.0)
+    weights = [tf.constant(w) for w in model.get_weights()]
+    x = tf.constant(np.random.default_rng(0).integers(0, 256, (4, 28, 28, 1)).astype(np.uint8))
+    expected = model(x, training=False).numpy()
+    for name, forward in cnn_formulations.formulations(tf).items():
+        np.testing.assert_allclose(forward(x, weights).numpy(), expected, rtol=1e-4, atol=1e-5, err_msg=name)
