@@ -114,7 +114,7 @@ from recipes import lstm
 name, data, epochs, steps, overrides = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
 config = lstm.Config(data=data, **overrides)
 x, y = loop.preprocessed(lstm.load_data(config)).train
-x, y = torch.from_numpy(x.astype(np.int64)), torch.from_numpy(y.astype(np.float32))
+x, y = torch.from_numpy(x.astype(np.int64)), torch.from_numpy(y.astype(np.float32).reshape(-1))
 torch.manual_seed(config.seed)
 
 class Sentiment(nn.Module):
