@@ -16,7 +16,7 @@ from benchmarks.snippet import run_snippet
 # to `test_examples` so that only training is timed, unless a figure needs the whole test set).
 DLCLI = r"""
 import dataclasses, json, sys, tempfile
-import keras, tensorflow as tf
+import keras, numpy as np, tensorflow as tf
 from dlcli import loop, registry
 
 name, data, epochs, steps, overrides = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
@@ -25,8 +25,10 @@ recipe = registry.load(name)
 config = recipe.Config(data=data, epochs=epochs, steps_per_epoch=steps, lr_schedule="constant", **overrides)
 keras.mixed_precision.set_global_policy(config.precision)  # as `dlcli train` does
 splits = recipe.load_data(config)
-cut = (lambda a: a[:test_examples]) if test_examples else (lambda a: a)
-splits = dataclasses.replace(splits, val=tuple(a[:64] for a in splits.val), test=tuple(cut(a) for a in splits.test))
+# Evenly spaced examples: a test split may be sorted by class (IMDB's is), so its head is not a sample.
+picked = np.linspace(0, len(splits.test[1]) - 1, min(test_examples, len(splits.test[1]))).astype(int) if test_examples else None
+cut = (lambda a: a[picked]) if test_examples else (lambda a: a)
+splits = dataclasses.replace(splits, val=tuple(a[:64] for a in splits.val), test=tuple(cut(a) for a in splits.test))  # val: timing only
 with tempfile.TemporaryDirectory() as run_dir:
     result = loop.fit(recipe, config, splits, tf.distribute.get_strategy(), run_dir)
 print(json.dumps({"speeds": [row["examples_per_sec"] for row in result.history], "test": result.metrics["test"]}))
