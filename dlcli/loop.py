@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlcli import rundir
+from dlcli import remote, rundir
 from dlcli.data import Files, count
 from dlcli.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, DlcliError, WriteError
 from dlcli.lazy import keras, tf
@@ -585,7 +585,7 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
     restore(state, config, latest, run_dir, the_plan, report, resume)
     if chief:
         start_run_dir(run_dir, overwrite, record)
-    hooks = [*(hooks or []), *([TensorBoardLog(rundir.logs_dir(run_dir))] if chief else [])]
+    hooks = [*(hooks or []), *([TensorBoardLog(rundir.logs_dir(run_dir)), *remote.sync_hooks(run_dir)] if chief else [])]
     checkpoints = Checkpoints(state, run_dir, chief)
 
     # 3. Epochs: train, validate, checkpoint, hooks.

@@ -141,8 +141,8 @@ def local_path(location, variable):
     if location.startswith("gs://"):
         if not Path("/gcs").is_dir():
             raise DlcliError(
-                f"{variable} {location} needs the Cloud Storage FUSE mount at /gcs (gs:// is not written through "
-                "TensorFlow's own file system yet); mount the bucket there, or pass a local --output."
+                f"{variable} {location} needs the Cloud Storage FUSE mount at /gcs; mount the bucket there, "
+                "or pass --output gs://... (written through TensorFlow's file system) or a local --output."
             )
         return Path("/gcs") / location[len("gs://") :]
     return Path(location)
@@ -183,13 +183,16 @@ def checkpoint_number(name):
 def resolve_run_dir(output, recipe):
     """--output, else Vertex AI's AIP_MODEL_DIR, else $DLCLI_RUNS/RECIPE-TIMESTAMP (./runs/...).
 
-    Vertex AI gives gs:// locations and mounts Cloud Storage at /gcs/ (Cloud Storage FUSE),
-    so gs://bucket/path is written as /gcs/bucket/path.
+    `--output gs://bucket/path` goes through TensorFlow's file system: the run is staged in a
+    local copy that is uploaded as training goes (see dlcli/remote.py). Vertex AI's AIP_MODEL_DIR
+    is a gs:// location that Vertex AI also mounts at /gcs/ (Cloud Storage FUSE), so it is
+    written as /gcs/bucket/path.
     """
     if output is not None:
-        text = str(output)  # a Path has already folded gs://bucket into gs:/bucket
-        if text.startswith("gs:/"):
-            return local_path("gs://" + text[len("gs:/"):].lstrip("/"), "--output")
+        from dlcli import remote
+
+        if remote.is_remote(output):  # a Path has already folded gs://bucket into gs:/bucket
+            return remote.stage_run(output)
         return Path(output)
     vertex = os.environ.get("AIP_MODEL_DIR")
     return local_path(vertex, "AIP_MODEL_DIR") if vertex else default_run_dir(recipe)

@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from dlcli import config as config_lib
-from dlcli import data, options, registry, rundir, strategy as strategy_lib, ui
+from dlcli import data, options, registry, remote, rundir, strategy as strategy_lib, ui
 from dlcli.errors import DlcliError
 from dlcli.run import DataSpec, RunRecord, auto_resume
 
@@ -107,6 +107,7 @@ def train_command(
                 rundir.check_writable(location, what)
         # Held until the command ends: a second `dlcli train` into the same folder is refused.
         ctx.call_on_close(rundir.RunLock(run_dir).release)
+        ctx.call_on_close(remote.push_on_close(run_dir))  # a gs:// run: the last upload, also after a failure
     data.check_dataset(config, module.DATASETS, recipe)
     if start is not None:
         out.print(start.message)

@@ -1,0 +1,146 @@
+"""gs:// run folders and data through TensorFlow's own Cloud Storage client, against a local
+emulator (tests/gcs_emulator.py: gcp-storage-emulator behind a TLS proxy; nothing leaves the
+machine). Skipped when the emulator packages (the `test` extra) are not installed."""
+
+import csv
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gcp_storage_emulator", reason="gcp-storage-emulator (the test extra) is not installed")
+pytest.importorskip("trustme", reason="trustme (the test extra) is not installed")
+
+from tests.conftest import REPO  # noqa: E402
+from tests.gcs_emulator import GcsEmulator  # noqa: E402
+from tests.helpers import write_image_folder  # noqa: E402
+
+QUICK = ["--dataset", "digits", "--set", "steps_per_epoch=4", "--set", "steps_per_execution=1", "--batch-size", "32", "--strategy", "default"]
+
+
+@pytest.fixture(scope="module")
+def gcs(tmp_path_factory):
+    with GcsEmulator(tmp_path_factory.mktemp("gcs")) as emulator:
+        yield emulator
+
+
+def env_for(gcs, cache, **extra):
+    return {**os.environ, **gcs.env, "DLCLI_CACHE": str(cache), "PYTHONPATH": str(REPO), **extra}
+
+
+def dlcli(*args, env, timeout=300):
+    return subprocess.run([sys.executable, "-m", "dlcli", *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
+
+
+def objects(gcs, bucket):
+    return gcs.objects(bucket)
+
+
+def one_line_error(result, *fragments):
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert "train /" not in result.stdout + result.stderr, "the data loaded before the refusal"
+
+
+def test_train_to_gs_stopped_and_continued_on_a_new_machine_then_evaluate_and_predict(gcs, tmp_path):
+    gcs.create_bucket("runs")
+    url = "gs://runs/cnn/first"
+    command = ["train", "cnn", *QUICK, "--epochs", "3", "--seed", "1", "--deterministic", "-o", url, "--resume-auto"]
+    machine_a, machine_b = tmp_path / "cache-a", tmp_path / "cache-b"
+
+    # The first machine trains, and is stopped (SIGTERM) once epoch 1 is uploaded.
+    first = subprocess.Popen([sys.executable, "-m", "dlcli", *command], cwd=REPO, env=env_for(gcs, machine_a),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while "cnn/first/history.csv" not in objects(gcs, "runs"):
+        assert first.poll() is None, first.communicate()[1][-3000:]
+        assert time.time() < deadline, "epoch 1 never reached the bucket"
+        time.sleep(0.2)
+    first.send_signal(signal.SIGTERM)
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 143, err[-3000:]
+    stored = objects(gcs, "runs")
+    state = stored["cnn/first/checkpoints/checkpoint"].decode()
+    latest = state.split('model_checkpoint_path: "')[1].split('"')[0]
+    assert f"cnn/first/checkpoints/{latest}.index" in stored, "the state file points at a checkpoint the bucket lacks"
+    assert "cnn/first/model.keras" not in stored
+
+    # The restart lands on another machine (an empty cache): the same command continues from the bucket.
+    second = dlcli(*command, env=env_for(gcs, machine_b))
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resume auto: continuing the run" in second.stderr + second.stdout, second.stderr[-2000:]
+    assert "resuming " in second.stderr + second.stdout
+    stored = objects(gcs, "runs")
+    for name in ("config.json", "model.keras", "metrics.json", "history.csv", "checkpoints/checkpoint"):
+        assert f"cnn/first/{name}" in stored, name
+    assert any(name.startswith("cnn/first/logs/") for name in stored), "no TensorBoard events in the bucket"
+    rows = list(csv.DictReader(io.StringIO(stored["cnn/first/history.csv"].decode())))
+    assert [int(row["epoch"]) for row in rows] == [1, 2, 3]
+    assert not any(name.rsplit("/", 1)[-1].startswith(".") for name in stored), "a temporary file reached the bucket"
+
+    # The uninterrupted run ends with the same metrics (--deterministic).
+    reference = dlcli("train", "cnn", *QUICK, "--epochs", "3", "--seed", "1", "--deterministic", "-o", tmp_path / "local", env=env_for(gcs, machine_a))
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    import json
+
+    remote_metrics = json.loads(stored["cnn/first/metrics.json"])
+    local_metrics = json.loads((tmp_path / "local" / "metrics.json").read_text())
+    assert remote_metrics["test"] == local_metrics["test"]
+
+    # evaluate and predict read the run from the bucket (a third machine); evaluation.json goes back up.
+    machine_c = tmp_path / "cache-c"
+    evaluated = dlcli("evaluate", url, "--json", env=env_for(gcs, machine_c))
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert json.loads(evaluated.stdout)["test"] == pytest.approx(remote_metrics["test"], rel=1e-4)
+    assert "cnn/first/evaluation.json" in objects(gcs, "runs")
+    image = tmp_path / "seven.png"
+    from tests.helpers import write_png
+
+    write_png(image, np.full((28, 28), 200, np.uint8))
+    predicted = dlcli("predict", url, image, "--json", env=env_for(gcs, machine_c))
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    assert json.loads(predicted.stdout)[0]["class"] in [str(i) for i in range(10)]
+
+
+def test_data_from_gs_is_copied_once_and_trained_on(gcs, tmp_path):
+    gcs.create_bucket("data")
+    folder = write_image_folder(tmp_path / "pets", per_class=6, size=(16, 16))
+    for path in sorted(folder.rglob("*.png")):
+        gcs.put("data", f"pets/{path.relative_to(folder).as_posix()}", path.read_bytes())
+    # `objects` sanity: the emulator holds the 12 images TensorFlow will list.
+    assert len(objects(gcs, "data")) == 12
+    run = tmp_path / "run"
+    args = ["train", "cnn", "--data", "gs://data/pets", "--epochs", "1", "--batch-size", "4", "--strategy", "default", "-o", run]
+    trained = dlcli(*args, env=env_for(gcs, tmp_path / "cache"))
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    import json
+
+    record = json.loads((run / "config.json").read_text())
+    assert record["config"]["data"] == "gs://data/pets"
+    assert record["data"]["class_names"] == ["cat", "dog"]
+    cached = list((tmp_path / "cache" / "data").rglob("*.png"))
+    assert len(cached) == 12
+
+
+def test_bad_gs_locations_are_one_line_before_the_data_loads(gcs, tmp_path):
+    env = env_for(gcs, tmp_path / "cache")
+    one_line_error(dlcli("train", "cnn", *QUICK, "-o", "gs://no-such-bucket/run", env=env), "bucket gs://no-such-bucket does not exist")
+    one_line_error(dlcli("train", "cnn", "--data", "gs://no-such-bucket/pets", "-o", tmp_path / "run", env=env), "gs://no-such-bucket")
+    gcs.create_bucket("empty")
+    one_line_error(dlcli("train", "cnn", "--data", "gs://empty/pets", "-o", tmp_path / "run", env=env), "--data path does not exist: gs://empty/pets")
+    one_line_error(dlcli("evaluate", "gs://empty/run", env=env), "run folder not found: gs://empty/run")
+    # No credentials: TensorFlow finds none (no GOOGLE_APPLICATION_CREDENTIALS, no gcloud login,
+    # not on GCE), sends an empty token, and Cloud Storage answers 401.
+    anonymous = {k: v for k, v in env.items() if k != "GOOGLE_AUTH_TOKEN_FOR_TESTING"}
+    anonymous.update(HOME=str(tmp_path), CLOUDSDK_CONFIG=str(tmp_path / "gcloud"))
+    anonymous.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
+    one_line_error(dlcli("train", "cnn", *QUICK, "-o", "gs://empty/run", env=anonymous), "gs://empty/run", "credentials")
+    assert not (tmp_path / "run").exists() and not list((tmp_path / "cache").rglob("config.json"))
