@@ -72,6 +72,10 @@ class _ProxyHandler(RequestHandler):
         if ok and self.path.startswith(("http://", "https://")):
             parts = urlsplit(self.path)
             self.path = parts.path + (f"?{parts.query}" if parts.query else "")
+        if ok and "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            # TensorFlow's uploads send both; HTTP says the chunked framing wins (RFC 9112 6.3),
+            # the emulator reads Content-Length first and would store the framing.
+            del self.headers["Content-Length"]
         if ok and self.command != "CONNECT" and self.headers.get("Authorization", "").strip() in ("", "Bearer"):
             # As Cloud Storage answers a client without credentials (TensorFlow then sends an empty token).
             body = b'{"error": {"code": 401, "message": "Anonymous caller does not have storage.objects.get access."}}'
