@@ -212,6 +212,12 @@ def mirror_of(run_dir):
     return _mirrors.get(Path(run_dir)) if run_dir is not None else None
 
 
+def location_of(run_dir):
+    """What the user named: the gs:// URL of a staged run folder, else the folder itself."""
+    mirror = mirror_of(run_dir)
+    return mirror.url if mirror is not None else run_dir
+
+
 def push(run_dir):
     """Uploads what changed in a staged run folder; does nothing for a local one."""
     mirror = mirror_of(run_dir)

@@ -5,6 +5,7 @@ machine). Skipped when the emulator packages (the `test` extra) are not installe
 import csv
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -53,7 +54,8 @@ def one_line_error(result, *fragments):
 def test_train_to_gs_stopped_and_continued_on_a_new_machine_then_evaluate_and_predict(gcs, tmp_path):
     gcs.create_bucket("runs")
     url = "gs://runs/cnn/first"
-    command = ["train", "cnn", *QUICK, "--epochs", "2", "-o", url, "--resume-auto"]
+    # Epoch 2 lasts long enough (30 single-step calls) for the SIGTERM to land inside it.
+    command = ["train", "cnn", *QUICK, "--set", "steps_per_epoch=30", "--epochs", "2", "-o", url, "--resume-auto"]
     machine_a, machine_b = tmp_path / "cache-a", tmp_path / "cache-b"
 
     # The first machine trains, and is stopped (SIGTERM) once epoch 1 is uploaded.
@@ -72,12 +74,16 @@ def test_train_to_gs_stopped_and_continued_on_a_new_machine_then_evaluate_and_pr
     latest = state.split('model_checkpoint_path: "')[1].split('"')[0]
     assert f"cnn/first/checkpoints/{latest}.index" in stored, "the state file points at a checkpoint the bucket lacks"
     assert "cnn/first/model.keras" not in stored
+    stopped = re.search(r"stopped by SIGTERM in epoch 2 at step (\d+)/30", err)
+    assert stopped, err[-2000:]
+    assert latest == f"ckpt-{30 + int(stopped.group(1))}", "the checkpoint saved on SIGTERM was not uploaded before the exit"
+    assert f"-o {url} --resume" in err, "the hint names the local copy, not the gs:// run"
 
     # The restart lands on another machine (an empty cache): the same command continues from the bucket.
     second = dlcli(*command, env=env_for(gcs, machine_b))
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resume auto: continuing the run" in second.stderr + second.stdout, second.stderr[-2000:]
-    assert "resuming after epoch 1" in second.stderr + second.stdout
+    assert "resuming " in second.stderr + second.stdout
     stored = objects(gcs, "runs")
     for name in ("config.json", "model.keras", "metrics.json", "history.csv", "checkpoints/checkpoint"):
         assert f"cnn/first/{name}" in stored, name
@@ -126,17 +132,32 @@ def test_data_from_gs_is_copied_once_and_trained_on(gcs, tmp_path):
     assert len(cached) == 12
 
 
-def test_bad_gs_locations_are_one_line_before_the_data_loads(gcs, tmp_path):
-    env = env_for(gcs, tmp_path / "cache")
-    one_line_error(dlcli("train", "cnn", *QUICK, "-o", "gs://no-such-bucket/run", env=env), "bucket gs://no-such-bucket does not exist")
-    one_line_error(dlcli("train", "cnn", "--data", "gs://no-such-bucket/pets", "-o", tmp_path / "run", env=env), "gs://no-such-bucket")
+def test_bad_gs_locations_are_one_line_before_the_data_loads(gcs, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from dlcli.cli import app
+    from tests.test_cli import assert_one_line_error
+
+    for name, value in env_for(gcs, tmp_path / "cache").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+
+    def refused(args, *fragments):
+        result = CliRunner().invoke(app, [str(a) for a in args])
+        assert_one_line_error(result, *fragments)
+        assert "train /" not in result.output, "the data loaded before the refusal"
+
+    refused(["train", "cnn", *QUICK, "-o", "gs://no-such-bucket/run"], "bucket gs://no-such-bucket does not exist")
+    refused(["train", "cnn", "--data", "gs://no-such-bucket/pets", "-o", tmp_path / "run"], "gs://no-such-bucket")
     gcs.create_bucket("empty")
-    one_line_error(dlcli("train", "cnn", "--data", "gs://empty/pets", "-o", tmp_path / "run", env=env), "--data path does not exist: gs://empty/pets")
-    one_line_error(dlcli("evaluate", "gs://empty/run", env=env), "run folder not found: gs://empty/run")
+    refused(["train", "cnn", "--data", "gs://empty/pets", "-o", tmp_path / "run"], "--data path does not exist: gs://empty/pets")
+    refused(["evaluate", "gs://empty/run"], "run folder not found: gs://empty/run")
+    refused(["export", "gs://empty/run", "-o", "gs://empty/export"], "--output gs:/")
     # No credentials: TensorFlow finds none (no GOOGLE_APPLICATION_CREDENTIALS, no gcloud login,
-    # not on GCE), sends an empty token, and Cloud Storage answers 401.
-    anonymous = {k: v for k, v in env.items() if k != "GOOGLE_AUTH_TOKEN_FOR_TESTING"}
+    # not on GCE), sends an empty token, and Cloud Storage answers 401. A fresh process: the
+    # client in this one keeps the token it has.
+    anonymous = {k: v for k, v in env_for(gcs, tmp_path / "cache").items() if k not in ("GOOGLE_AUTH_TOKEN_FOR_TESTING", "GOOGLE_APPLICATION_CREDENTIALS")}
     anonymous.update(HOME=str(tmp_path), CLOUDSDK_CONFIG=str(tmp_path / "gcloud"))
-    anonymous.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
     one_line_error(dlcli("train", "cnn", *QUICK, "-o", "gs://empty/run", env=anonymous), "gs://empty/run", "credentials")
     assert not (tmp_path / "run").exists() and not list((tmp_path / "cache").rglob("config.json"))
+    assert not (tmp_path / "gs:").exists(), "a gs:// path became a local folder"

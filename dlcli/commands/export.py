@@ -23,7 +23,7 @@ def export_command(
 ):
     """Export a run's model as .keras, a SavedModel (serving signature on raw inputs) or TFLite."""
     if remote.is_remote(output):
-        raise DlcliError(f"--output {output}: export into the gs:// run folder itself (the default, RUN_DIR/export/...) or to a local path.")
+        raise DlcliError(f"--output {remote.url(output)}: export into the gs:// run folder itself (the default, RUN_DIR/export/...) or to a local path.")
     run_dir = remote.local_run(run_dir)  # a gs:// run: its local copy; the export goes back up with it
     run = Run(run_dir)
     target = Path(output) if output else run_dir / "export" / DEFAULT_NAMES[format]
