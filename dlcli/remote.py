@@ -157,6 +157,10 @@ def download(location, local, *, skip=()):
     return fetched
 
 
+def _is_last(rel):
+    return rel.rsplit("/", 1)[-1] in LAST
+
+
 class Mirror:
     """A local folder kept in step with a gs:// folder: `pull` makes it a copy of the remote,
     `push` uploads what changed since (state files last) and deletes what went away."""
@@ -177,17 +181,22 @@ class Mirror:
     def push(self):
         gfile, OpError = _gfile()
         files = _local_files(self.local)
-        upload = sorted((rel for rel, sig in files.items() if self.synced.get(rel) != sig), key=lambda rel: (rel.rsplit("/", 1)[-1] in LAST, rel))
-        gone = [rel for rel in self.synced if rel not in files]
+        upload = sorted((rel for rel, sig in files.items() if self.synced.get(rel) != sig), key=lambda rel: (_is_last(rel), rel))
+        gone = sorted((rel for rel in self.synced if rel not in files), key=lambda rel: not _is_last(rel))
+        # A state file the run dropped (--overwrite) goes first, so the bucket never pairs a new
+        # config.json with an old run's checkpoint; the files it pointed at go last.
+        steps = [("remove", rel) for rel in gone if _is_last(rel)] + [("upload", rel) for rel in upload]
+        steps += [("remove", rel) for rel in gone if not _is_last(rel)]
         current = None
         try:
-            for current in upload:
-                gfile.copy(str(self.local / current), f"{self.url}/{current}", overwrite=True)
-                self.synced[current] = files[current]
-            for current in gone:
-                if gfile.exists(f"{self.url}/{current}"):
-                    gfile.remove(f"{self.url}/{current}")
-                self.synced.pop(current, None)
+            for action, current in steps:
+                if action == "upload":
+                    gfile.copy(str(self.local / current), f"{self.url}/{current}", overwrite=True)
+                    self.synced[current] = files[current]
+                else:
+                    if gfile.exists(f"{self.url}/{current}"):
+                        gfile.remove(f"{self.url}/{current}")
+                    self.synced.pop(current, None)
         except OpError as e:
             raise WriteError(
                 f"could not upload {current} to {self.url} ({_reason(e)}); the local copy in {self.local} is complete, "
