@@ -207,9 +207,14 @@ class Mirror:
 def stage_run(location):
     """The local staging folder of the gs:// run folder `location`, made a copy of it (after
     checking that the bucket is there and writable); later `push`es go back to `location`."""
+    from dlcli import strategy
+
     address = url(location)
     check(address, "run folder", write=True)
     local = cache_dir("runs", address)
+    spec = strategy.tf_config()
+    if not strategy.is_chief():  # workers of `dlcli launch` share a disk: each keeps its own copy
+        local = local.with_name(f"{local.name}-{spec['task']['type']}{spec['task']['index']}")
     mirror = Mirror(address, local)
     mirror.pull()
     _mirrors[local] = mirror
