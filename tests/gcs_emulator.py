@@ -113,7 +113,8 @@ class GcsEmulator:
         proxy = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.env = {
             "https_proxy": proxy, "http_proxy": proxy, "HTTPS_PROXY": proxy, "HTTP_PROXY": proxy,
-            "no_proxy": "", "NO_PROXY": "",
+            # Only Cloud Storage goes through the emulator: workers talk to each other (gRPC) directly.
+            "no_proxy": "127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhost",
             "CURL_CA_BUNDLE": self.ca_file,
             "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator",
             "NO_GCE_CHECK": "true",
