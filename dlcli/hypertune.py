@@ -200,22 +200,27 @@ def write_best_toml(path, values, comment):
 # ## Vertex AI hyperparameter tuning: `--KEY=VALUE` arguments in, the metric out through cloudml-hypertune
 
 
-def extra_sets(args):
+def extra_sets(args, config_cls, recipe):
     """Turns the extra arguments Vertex AI adds to the command of each trial (`--learning_rate=0.003`,
-    or `--learning_rate 0.003`) into --set pairs; anything else is refused.
-    Unknown keys are refused later, with the valid ones, as for --set."""
+    or `--learning_rate 0.003`) into --set pairs. Anything but a config key is refused as an
+    unknown option, with the close option or key and the valid keys."""
+    hints = config_lib.field_types(config_cls)
     pairs = []
     args = list(args)
     while args:
         arg = args.pop(0)
         if not arg.startswith("--") or len(arg) == 2:
             raise DlcliError(f"unexpected argument {arg!r}; config values go as --set KEY=VALUE or --KEY=VALUE.")
-        key, sep, value = arg[2:].partition("=")
+        name, sep, value = arg[2:].partition("=")
+        key = name.replace("-", "_")
+        if key not in hints:
+            unknown = config_lib._unknown_key(key, hints, recipe)
+            raise DlcliError(f"No such option: --{name} (see: dlcli train --help); config keys are also options (--KEY=VALUE), and {unknown}")
         if not sep:
             if not args or args[0].startswith("--"):
-                raise DlcliError(f"no such option: {arg} (config keys are given as --KEY=VALUE; see dlcli train --help).")
+                raise DlcliError(f"--{name} needs a value: --{name}=VALUE.")
             value = args.pop(0)
-        pairs.append(f"{key.replace('-', '_')}={value}")
+        pairs.append(f"{key}={value}")
     return pairs
 
 

@@ -88,7 +88,7 @@ def train_command(
         if saved.recipe != recipe:
             raise DlcliError(f"{run_dir} is a run of recipe '{saved.recipe}', not '{recipe}'; resume it with that recipe.")
         base = saved.config
-    sets = [*(sets or []), *hypertune.extra_sets(ctx.args)]  # Vertex AI tuning's --KEY=VALUE: as --set
+    sets = [*(sets or []), *hypertune.extra_sets(ctx.args, module.Config, recipe)]  # Vertex AI tuning's --KEY=VALUE: as --set
     toml_values = config_lib.read_toml(config_file) if config_file else {}
     config = config_lib.resolve(
         module.Config, recipe,
