@@ -162,15 +162,12 @@ def locked(path):
 
 
 def differing_keys(configs):
-    """The config keys whose values are not the same in every config (a key some lack differs)."""
+    """The config keys whose values are not the same in every config. Only keys every config
+    has: a key of one recipe alone says which recipe it is, and the recipe has its own column."""
     if len(configs) < 2:
         return []
-    missing = object()
-    keys = list(dict.fromkeys(k for config in configs for k in config))
-    return [
-        k for k in keys
-        if k not in NOT_COMPARED and len({repr(config.get(k, missing)) for config in configs}) > 1
-    ]
+    shared = [k for k in configs[0] if k not in NOT_COMPARED and all(k in config for config in configs)]
+    return [k for k in shared if len({repr(config[k]) for config in configs}) > 1]
 
 
 def metric(row, key):
@@ -202,11 +199,12 @@ def sort_rows(rows, spec):
 def print_table(out, root, rows, differing):
     test_keys = list(dict.fromkeys(k for row in rows for k in row.get("test", {})))
     val_keys = list(dict.fromkeys(k for row in rows for k in row.get("val", {})))
-    table = Table("run", "recipe", "data", *differing, *(f"test {k}" for k in test_keys), *val_keys,
-                  "best epoch", "epochs", "seconds", "status", box=None, title=f"runs in {root}", title_justify="left")
+    table = Table(box=None, title=f"runs in {root}", title_justify="left")
+    for header in ("run", "recipe", "data", *differing, *(f"test.{k}" for k in test_keys), *val_keys, "best epoch", "epochs", "seconds", "status"):
+        table.add_column(header, overflow="fold")  # a narrow terminal wraps values rather than cutting them
     for row in rows:
         if "error" in row:
-            table.add_row(row["run"], *[""] * (len(differing) + len(test_keys) + len(val_keys) + 5), f"unreadable: {row['error']}")
+            table.add_row(row["run"], *[""] * (len(differing) + len(test_keys) + len(val_keys) + 5), "unreadable")
             continue
         table.add_row(
             row["run"], row["recipe"], _cell(row["data"]),
@@ -215,9 +213,12 @@ def print_table(out, root, rows, differing):
             *(_cell(row["val"].get(k)) for k in val_keys),
             _cell(row["best_epoch"]), str(row["epochs"]),
             f"{row['seconds']:.1f}" if isinstance(row["seconds"], (int, float)) else "-",
-            row["status"] + (f" ({row['note']})" if row.get("note") else ""),
+            row["status"],
         )
     out.print(table)
+    for row in rows:  # the why, below the table: a long message in a cell would squeeze every column
+        if row.get("error") or row.get("note"):
+            out.print(f"{row['run']}: {row.get('error') or row.get('note')}", markup=False)
 
 
 def _cell(value):
