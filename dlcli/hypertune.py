@@ -142,14 +142,15 @@ def space_record(space):
 
 
 def guess_direction(monitor):
-    """min for losses and errors, max for accuracies and the like."""
-    name = monitor.lower()
-    return "min" if any(word in name for word in ("loss", "error", "mae", "mse", "rmse", "perplexity")) else "max"
+    """max for accuracy-like metrics, min for the rest (losses, errors): what early stopping's
+    `mode = "auto"` picks."""
+    return "max" if any(word in monitor for word in ("accuracy", "auc", "precision", "recall")) else "min"
 
 
 def objective(run_dir, monitor):
-    """The value of `monitor` (a history.csv column such as val_loss) for the model a run kept:
-    the epoch metrics.json names as `best_epoch` (early stopping), else the last epoch.
+    """The value of `monitor` (a history.csv column such as val_loss) at the epoch whose weights
+    the run kept in model.keras (metrics.json's `model_epoch`: the best epoch with early
+    stopping), else at the last epoch.
 
     Raises DlcliError when the run has no such column (naming those it has)."""
     run_dir = Path(run_dir)
@@ -161,22 +162,28 @@ def objective(run_dir, monitor):
         raise DlcliError(
             f"monitor {monitor!r} is not a column of {run_dir / 'history.csv'}; validation columns: {columns}."
         )
-    row = history[-1]
-    best = best_epoch(run_dir)
-    if best is not None:
-        row = next((r for r in history if r.get("epoch") == best), row)
-    value = row[monitor]
+    value = kept_row(run_dir, history)[monitor]
     return float(value) if isinstance(value, (int, float)) else float("nan")
 
 
+def kept_row(run_dir, history):
+    """The history row of the epoch model.keras holds (`model_epoch`), else the last row."""
+    kept = _metrics_int(run_dir, "model_epoch")
+    return next((row for row in history if row.get("epoch") == kept), history[-1]) if history else {}
+
+
 def best_epoch(run_dir):
-    """metrics.json's `best_epoch` (written with early stopping), or None."""
+    """metrics.json's `best_epoch` (the best epoch of the monitor), or None."""
+    return _metrics_int(run_dir, "best_epoch")
+
+
+def _metrics_int(run_dir, key):
     path = Path(run_dir) / "metrics.json"
     try:
-        best = json.loads(path.read_text(encoding="utf-8")).get("best_epoch") if path.is_file() else None
+        value = json.loads(path.read_text(encoding="utf-8")).get(key) if path.is_file() else None
     except (OSError, ValueError, AttributeError):
         return None
-    return best if isinstance(best, int) and not isinstance(best, bool) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 # ## The best config, as a TOML file `dlcli train --config` reads

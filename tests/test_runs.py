@@ -27,8 +27,8 @@ def make_run(folder, recipe, config, accuracy=None, val_loss=(0.5,), best_epoch=
     ])
     if complete:
         final = {"test": {"loss": 0.3, "accuracy": accuracy}, "wall_seconds": 12.5}
-        if best_epoch is not None:
-            final["best_epoch"] = best_epoch
+        if best_epoch is not None:  # early stopping: model.keras holds the best epoch
+            final.update(best_epoch=best_epoch, model_epoch=best_epoch)
         rundir.write_json(folder / "metrics.json", final)
         (folder / "model.keras").write_bytes(b"not read by dlcli runs")
     return folder

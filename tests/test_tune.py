@@ -196,3 +196,15 @@ def test_best_toml_round_trips(tmp_path):
     values = {"learning_rate": 0.0012345678901234, "batch_size": 32, "arch": 'le"net', "augment": True, "dropout": 1e-05}
     hypertune.write_best_toml(tmp_path / "best.toml", values, "a comment\nover two lines")
     assert config_lib.read_toml(tmp_path / "best.toml") == values
+
+
+def test_objective_is_read_at_the_epoch_the_run_kept(tmp_path):
+    from dlcli import rundir
+
+    rundir.write_history(tmp_path / "history.csv", [{"epoch": e, "val_loss": v, "val_accuracy": 0.5} for e, v in ((1, 0.9), (2, 0.4), (3, 0.6))])
+    assert hypertune.objective(tmp_path, "val_loss") == 0.6  # no metrics.json: the last epoch
+    rundir.write_json(tmp_path / "metrics.json", {"best_epoch": 2, "model_epoch": 2})
+    assert hypertune.objective(tmp_path, "val_loss") == 0.4  # early stopping kept epoch 2
+    with pytest.raises(DlcliError, match="val_loss, val_accuracy"):
+        hypertune.objective(tmp_path, "val_auc")
+    assert (hypertune.guess_direction("val_accuracy"), hypertune.guess_direction("val_mae")) == ("max", "min")

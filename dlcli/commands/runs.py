@@ -116,7 +116,7 @@ def read_run(path, root):
         history, note = [], f"cannot read {path / 'history.csv'}: {e}"
     test = metrics.get("test") if isinstance(metrics.get("test"), dict) else {}
     best = hypertune.best_epoch(path)
-    kept = next((r for r in history if r.get("epoch") == best), history[-1] if history else {})
+    kept = hypertune.kept_row(path, history)
     row.update(
         test=test,
         val={k: v for k, v in kept.items() if k.startswith("val_")},

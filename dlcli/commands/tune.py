@@ -101,6 +101,12 @@ def tune_command(
         **config_lib.parse_sets(sets or []),
         **{k: v for k, v in flags.items() if v is not None},
     }
+    known = config_lib.field_types(module.Config)
+    # Trials early-stop on (and keep the best model of) the metric the search optimises.
+    if monitor and "monitor" in known:
+        overrides.setdefault("monitor", monitor)
+    if direction and "mode" in known:
+        overrides.setdefault("mode", direction.value)
     searched = hypertune.parse_space(space, module.Config, recipe, fixed=overrides)
     dataset_defaults = getattr(module, "DATASET_DEFAULTS", None)
     base = config_lib.resolve(module.Config, recipe, toml_values=overrides, dataset_defaults=dataset_defaults)
