@@ -6,7 +6,7 @@ import sys
 
 from typer.testing import CliRunner
 
-from dlcli import rundir, ui
+from dlcli import rundir
 from dlcli.cli import app
 from dlcli.run import DataSpec, RunRecord
 from recipes import cnn, regression
@@ -40,7 +40,7 @@ def config(cls, **changes):
     return {**dataclasses.asdict(cls(dataset="digits")), **changes}
 
 
-def test_table_and_json_show_what_differs(tmp_path, monkeypatch):
+def test_table_and_json_show_what_differs(tmp_path):
     make_run(tmp_path / "a", "cnn", config(cnn.Config, learning_rate=0.001), accuracy=0.91, val_loss=(0.6, 0.4))
     make_run(tmp_path / "b", "cnn", config(cnn.Config, learning_rate=0.003, dropout=0.5), accuracy=0.95,
              val_loss=(0.5, 0.3, 0.35), best_epoch=2)
@@ -62,7 +62,6 @@ def test_table_and_json_show_what_differs(tmp_path, monkeypatch):
     assert runs["a"]["seconds"] == 12.5 and runs["tune/trial-000"]["seconds"] == 2.0
     assert table["skipped"] == ["notes"]
 
-    monkeypatch.setattr(ui.console, "width", 250)  # the table as a wide terminal shows it
     shown = invoke("runs", tmp_path)
     assert shown.exit_code == 0
     for text in ("learning_rate", "dropout", "tune/trial-000", "interrupted", "0.9500", "skipped 1 folder"):
@@ -89,7 +88,7 @@ def test_sort_by_a_metric(tmp_path):
     assert invoke("runs", tmp_path, "--sort", "val_loss:up").exit_code == 2
 
 
-def test_damaged_folders_and_a_running_run(tmp_path, monkeypatch):
+def test_damaged_folders_and_a_running_run(tmp_path):
     make_run(tmp_path / "ok", "regression", config(regression.Config), accuracy=None)
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.json").write_text("{not json")
@@ -112,7 +111,6 @@ def test_damaged_folders_and_a_running_run(tmp_path, monkeypatch):
         assert runs[name]["status"] == "unreadable" and runs[name]["error"], runs[name]
     assert runs["garbled"]["status"] == "interrupted" and "metrics.json" in runs["garbled"]["note"]
     assert runs["ok"]["status"] == "complete"
-    monkeypatch.setattr(ui.console, "width", 250)
     shown = invoke("runs", tmp_path)
     assert shown.exit_code == 0 and "unreadable" in shown.stdout and "broken: cannot read" in shown.stdout and "Traceback" not in shown.output
 

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from dlcli import hypertune, options, rundir, ui
@@ -215,6 +217,10 @@ def print_table(out, root, rows, differing):
             f"{row['seconds']:.1f}" if isinstance(row["seconds"], (int, float)) else "-",
             row["status"],
         )
+    # Piped or redirected, the table keeps its natural width: no terminal to fit, so nothing is folded.
+    if not out.is_terminal:
+        width = max(out.width, Measurement.get(out, out.options.update_width(10_000), table).maximum)
+        out = Console(width=width, stderr=out.stderr, highlight=False, soft_wrap=True)
     out.print(table)
     for row in rows:  # the why, below the table: a long message in a cell would squeeze every column
         if row.get("error") or row.get("note"):
