@@ -114,7 +114,7 @@ def tune_command(
     fixed = {k: getattr(base, k) for k in overrides}  # typed as the config has them
     monitor = monitor or hypertune.default_monitor(module, base)
     mode = (direction.value if direction else None) or _config_mode(base) or hypertune.guess_direction(monitor)
-    out_dir = Path(output) if output is not None else rundir.runs_root() / f"tune-{recipe}"
+    out_dir = rundir.resolve_run_dir(output, recipe) if output is not None else rundir.runs_root() / f"tune-{recipe}"
     if out_dir.exists() and not out_dir.is_dir():
         raise DlcliError(f"--output {out_dir} exists and is not a folder.")
     rundir.check_writable(out_dir, "search folder")
