@@ -24,7 +24,7 @@ from rich.table import Table
 
 from dlcli import config as config_lib
 from dlcli import data, hypertune, options, registry, rundir, ui
-from dlcli.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, DlcliError
+from dlcli.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_PREEMPTED, DlcliError
 
 STUDY_NAME = "dlcli-tune"
 STUDY_FILE = "study.log"
@@ -38,6 +38,10 @@ LOCK_WAIT_SECONDS = 120  # a trial process orphaned by a killed search needs thi
 class Direction(str, Enum):
     min = "min"
     max = "max"
+
+
+class TrialFailed(DlcliError):
+    """A trial failed in a way every trial would (the command, the monitor): the search stops."""
 
 
 class TuneStopped(DlcliError):
@@ -102,6 +106,8 @@ def tune_command(
         **{k: v for k, v in flags.items() if v is not None},
     }
     known = config_lib.field_types(module.Config)
+    if monitor and overrides.get("monitor") not in (None, "", monitor):
+        raise DlcliError(f"--monitor {monitor} and monitor={overrides['monitor']} disagree; give one of them.")
     # Trials early-stop on (and keep the best model of) the metric the search optimises.
     if monitor and "monitor" in known:
         overrides.setdefault("monitor", monitor)
@@ -132,18 +138,23 @@ def tune_command(
     with StopSignals() as stop:
 
         def run(number, params):
-            return run_trial(out, stop, module, recipe, number, params, fixed, trial_args, out_dir, monitor, dataset_defaults)
+            try:
+                value = run_trial(out, stop, module, recipe, number, params, fixed, trial_args, out_dir, monitor, dataset_defaults, study)
+            except TrialFailed:
+                _tell(study, number, None)
+                raise
+            _tell(study, number, value)
 
         left = [t for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING"]
         for trial in left:  # in flight when the last search stopped: continue it in its folder
             out.print(f"trial {trial.number} was in flight when the search stopped: continuing it")
             stop.check()
-            _tell(study, trial.number, run(trial.number, trial.params))
+            run(trial.number, trial.params)
         while len(study.get_trials(deepcopy=False)) < trials:
             stop.check()
             _reseed(study, base.seed)
             trial = study.ask({k: p.distribution() for k, p in searched.items()})
-            _tell(study, trial.number, run(trial.number, trial.params))
+            run(trial.number, trial.params)
 
     rows = trial_rows(study, out_dir)
     best = best_trial(study)
@@ -268,7 +279,7 @@ def best_trial(study):
 # ## One trial: `dlcli train` in its own folder
 
 
-def run_trial(out, stop, module, recipe, number, params, fixed, strategy_args, out_dir, monitor, dataset_defaults):
+def run_trial(out, stop, module, recipe, number, params, fixed, strategy_args, out_dir, monitor, dataset_defaults, study):
     """Trains trial `number` with `params`; returns its objective (NaN when it failed).
     Raises TuneStopped when a signal stopped it (its checkpoint saved; a re-run continues it)."""
     folder = trial_dir(out_dir, number)
@@ -293,10 +304,16 @@ def run_trial(out, stop, module, recipe, number, params, fixed, strategy_args, o
             "Run the same command again to continue the search.",
             signum,
         )
+    if code == EXIT_BAD_INPUT and best_trial(study) is None:
+        # Refused input, before any trial worked: the next trials would be refused the same way.
+        raise TrialFailed(f"trial {number}: dlcli train refused its command (its error is above); fix the options and search again in another --output.")
     if code != 0:
         out.print(f"trial {number} failed (dlcli train exit code {code}); its output is above.")
         return float("nan")
-    value = hypertune.objective(folder, monitor)
+    try:
+        value = hypertune.objective(folder, monitor)
+    except DlcliError as e:
+        raise TrialFailed(str(e)) from None
     out.print(f"trial {number}: {monitor} {ui.fmt(value)}")
     return value
 
