@@ -23,7 +23,7 @@ import typer
 from rich.table import Table
 
 from dlcli import config as config_lib
-from dlcli import data, hypertune, options, registry, rundir, ui
+from dlcli import data, hypertune, options, registry, remote, rundir, ui
 from dlcli.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_PREEMPTED, DlcliError
 
 STUDY_NAME = "dlcli-tune"
@@ -116,6 +116,8 @@ def tune_command(
     searched = hypertune.parse_space(space, module.Config, recipe, fixed=overrides)
     dataset_defaults = getattr(module, "DATASET_DEFAULTS", None)
     base = config_lib.resolve(module.Config, recipe, toml_values=overrides, dataset_defaults=dataset_defaults)
+    if remote.is_remote(output):  # trials are local run folders; only `train` mirrors one to gs://
+        raise DlcliError(f"--output {remote.url(output)}: dlcli tune writes a local folder; pass a local path or /gcs/... (Cloud Storage FUSE).")
     data.check_dataset(base, module.DATASETS, recipe)
     fixed = {k: getattr(base, k) for k in overrides}  # typed as the config has them
     monitor = monitor or hypertune.default_monitor(module, base)
