@@ -767,7 +767,7 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
         start_run_dir(run_dir, overwrite, record)
         report("run_dir_ready", run_dir=run_dir)
         name = recipe.__name__.split(".")[-1]
-        hparams = {"recipe": name, **dataclasses.asdict(config)}
+        hparams = {"recipe": name, **dataclasses.asdict(config), "monitor": monitor_name(recipe, config)}
         hooks.append(TensorBoardLog(rundir.logs_dir(run_dir), hparams, trial_id=run_dir.name))
     checkpoints = Checkpoints(state, run_dir, chief)
 
