@@ -93,3 +93,31 @@ def test_train_log_holds_what_the_terminal_showed_and_grows_on_resume(runs):
     assert [line.split()[1] for line in log.splitlines() if line.startswith("epoch ")] == ["1", "2", "3"]
     assert "resuming after epoch 2" in log and log.count("\ntest loss ") == 2 and "strategy default" in log
     assert f"run folder {runs / 'a'}" in log
+
+
+def test_train_log_leaves_out_colours_and_progress_bar_frames_a_terminal_shows(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from dlcli import ui
+    from dlcli.commands.train import Reporter
+
+    screen = io.StringIO()
+    terminal = ui.LoggedConsole(Console(file=screen, force_terminal=True, color_system="truecolor", width=100))
+    terminal.print("[bold]cnn[/bold] on digits")  # printed before the run folder exists: kept until it does
+    with Reporter(terminal, header="dlcli train cnn") as report:
+        report("start", replicas=1, global_batch=32, steps_per_epoch=4)
+        report("run_dir_ready", run_dir=tmp_path)
+        report("epoch_start", epoch=1, epochs=1, steps=4, done=0)
+        report("steps", done=2, logs={"loss": 1.5})
+        row = {"epoch": 1, "loss": 1.25, "val_loss": 1.0, "learning_rate": 0.001, "seconds": 0.5, "examples_per_sec": 256.0}
+        report("epoch_end", row=row)
+    assert "\x1b[" in screen.getvalue()  # the terminal got colours (and the bar)
+    lines = (tmp_path / "train.log").read_text().splitlines()
+    assert lines[0].startswith("--- ") and lines[0].endswith(" dlcli train cnn")
+    assert lines[1:] == [
+        "cnn on digits",
+        "global batch 32, 32 per replica; 4 steps per epoch",
+        "epoch   1  loss 1.2500  val_loss 1.0000  learning_rate 0.0010  256 ex/s  0.5 s",
+    ]

@@ -195,7 +195,8 @@ class Reporter:
     """Shows training as it goes: a progress bar on a terminal, and one line per epoch always."""
 
     def __init__(self, console, header=""):
-        self.console = console  # a ui.LoggedConsole: lines printed here go to train.log too
+        # Lines printed here go to RUN_DIR/train.log too, once the loop has started the run folder.
+        self.console = console if isinstance(console, ui.LoggedConsole) else ui.LoggedConsole(console)
         self.header = header
         self.progress = None
         self.task = None
