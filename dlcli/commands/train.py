@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from dlcli import config as config_lib
-from dlcli import data, options, registry, rundir, strategy as strategy_lib, ui
+from dlcli import data, hypertune, options, registry, rundir, strategy as strategy_lib, ui
 from dlcli.errors import DlcliError
 from dlcli.run import DataSpec, RunRecord, auto_resume
 
@@ -97,6 +97,7 @@ def train_command(
         if saved.recipe != recipe:
             raise DlcliError(f"{run_dir} is a run of recipe '{saved.recipe}', not '{recipe}'; resume it with that recipe.")
         base = saved.config
+    sets = [*(sets or []), *hypertune.extra_sets(ctx.args, module.Config, recipe)]  # Vertex AI tuning's --KEY=VALUE: as --set
     toml_values = config_lib.read_toml(config_file) if config_file else {}
     config = config_lib.resolve(
         module.Config, recipe,
@@ -168,6 +169,8 @@ def train_command(
             if (run_dir / name).exists():
                 out.print(f"  {run_dir / name}")
         out.print(f"  TensorBoard: tensorboard --logdir {rundir.logs_dir(run_dir)}")
+    if chief and hypertune.vertex_tuning():
+        hypertune.report_to_vertex(run_dir, hypertune.default_monitor(module, config), out)
     if as_json:
         ui.print_json({"run_dir": str(run_dir), **final})
 
