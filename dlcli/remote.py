@@ -255,23 +255,14 @@ def push_on_close(run_dir):
 
 
 class SyncHook:
-    """A training hook: uploads the staged run folder after each checkpoint, epoch and the end."""
+    """A training hook: uploads the staged run folder after each checkpoint (mid-epoch and at
+    epoch ends, after the epoch's history, logs and early-stopping state) and at the end."""
 
     def __init__(self, run_dir):
         self.run_dir = run_dir
-        self.state_file = Path(run_dir) / "checkpoints" / "checkpoint"
-        self.seen = None
 
-    def on_steps(self, global_step, logs):
-        # Mid-epoch checkpoints (checkpoint_every, a stop signal) are saved after the hooks of
-        # their steps: upload when the state file has moved since.
-        stamp = self.state_file.stat().st_mtime_ns if self.state_file.is_file() else None
-        if stamp != self.seen:
-            self.seen = stamp
-            push(self.run_dir)
-
-    def on_epoch_end(self, state, row):
-        push(self.run_dir)
+    def on_checkpoint(self, global_step):
+        push(self.run_dir)  # the checkpoint, and what the epoch's hooks wrote before it
 
     def on_finish(self, state, final):
         push(self.run_dir)

@@ -1,10 +1,12 @@
 """The run directory: what every run leaves, written so an interruption never half-writes a file.
 
     RUN_DIR/config.json    resolved config, versions, strategy and devices
-    RUN_DIR/model.keras    the final model
+    RUN_DIR/model.keras    the final model (the best epoch's, with early stopping)
+    RUN_DIR/model-last.keras  with early stopping, the last epoch's model
     RUN_DIR/checkpoints/   tf.train.CheckpointManager checkpoints, for --resume
     RUN_DIR/history.csv    one row of metrics per epoch
     RUN_DIR/metrics.json   final test metrics, wall time, examples/s
+    RUN_DIR/train.log      what the terminal showed, as plain text
 """
 
 import csv
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from dlcli.errors import DlcliError, WriteError
 
-RUN_FILES = ("config.json", "model.keras", "checkpoints", "history.csv", "metrics.json", "logs")
+RUN_FILES = ("config.json", "model.keras", "model-last.keras", "checkpoints", "history.csv", "metrics.json", "logs", "train.log")
 # On Vertex AI, the SavedModel export that its model registry serves, beside model.keras.
 SAVEDMODEL_FILES = ("saved_model.pb", "variables", "assets", "fingerprint.pb")
 PICTURES = ("curves.png", "confusion_matrix.png", "confusion_matrix.csv", "samples.png", "forecast.png", "forecast.csv", "reconstructions.png")
