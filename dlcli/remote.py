@@ -23,7 +23,6 @@ imported only when a location is remote.
 import hashlib
 import os
 import re
-import shutil
 from pathlib import Path
 
 from dlcli.errors import DlcliError, WriteError

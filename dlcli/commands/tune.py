@@ -10,7 +10,6 @@ folder) and then asks for new ones until --trials are done.
 
 import dataclasses
 import math
-import os
 import signal
 import subprocess
 import sys
