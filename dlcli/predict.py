@@ -139,9 +139,10 @@ def read_images(record, inputs):
         path = Path(name)
         if not path.is_file():
             raise DlcliError(f"input image not found: {path}")
+        why = image_folder.check_image(path)  # header, pixel budget and completeness, before decoding
+        if why is not None:
+            raise image_folder.bad_image_error(path, why, "use another file")
         try:
-            if image_folder.file_format(path) is None:
-                raise ValueError("not an image")
             images.append(decode(tf.constant(str(path))).numpy())
         except Exception:  # TensorFlow's and Pillow's decoders raise many kinds
             raise DlcliError(f"{path} is not an image this model can read ({', '.join(sorted(IMAGE_SUFFIXES))}).") from None
