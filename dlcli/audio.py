@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlcli import data
 from dlcli.errors import DlcliError
 
 AUDIO_EXTENSIONS = {".wav"}
@@ -84,7 +85,11 @@ def read_clip(path, rate, length=None):
 
 
 def audio_files(folder):
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+    found = sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+    for p in found:
+        if not data.utf8_name(p.name):  # clip names are parsed (FSDD) and printed
+            raise DlcliError(f"file name {data.printable(p)} is not valid UTF-8; rename it, or move it out of {data.printable(folder)}.")
+    return found
 
 
 def parse_fsdd_name(path):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlcli.data import Dataset, Files, stratified_split
+from dlcli.data import NOT_UTF8, Dataset, Files, printable, stratified_split, utf8_name
 from dlcli.errors import DlcliError
 
 NAME = "a folder of images in class subfolders (train/ val/ test/ optional, any combination)"
@@ -46,7 +46,11 @@ def detect(path):
 
 
 def subfolders(folder):
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+    found = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+    for p in found:
+        if not utf8_name(p.name):  # a class name is printed, saved in config.json and predicted
+            raise DlcliError(f"folder name {printable(p)} is not valid UTF-8; rename it (class names must be text).")
+    return found
 
 
 def layout(root):
@@ -173,6 +177,9 @@ def list_split(folder, class_names=None):
                 path = os.path.join(parent, filename)
                 if filename.startswith("."):
                     continue
+                if not utf8_name(path):
+                    skipped.setdefault(NOT_UTF8, []).append(path)
+                    continue
                 if Path(filename).suffix.lower() in EXTENSIONS:
                     files.append(path)
                 else:
@@ -275,7 +282,7 @@ def describe(path):
         "input": f"{height}x{width}x{channels} by default (--set image_size=HEIGHTxWIDTH, resize=stretch|crop|pad, channels=1|3)",
     }
     for reason, files in {**skipped, **({"unreadable in the sample": bad} if bad else {})}.items():
-        facts.setdefault("skipped", {})[reason] = f"{len(files)} file(s), e.g. {files[0]}"
+        facts.setdefault("skipped", {})[reason] = f"{len(files)} file(s), e.g. {printable(files[0])}"
     return facts
 
 
