@@ -51,8 +51,9 @@ def first_line(error):
 
 def load_keras(path, unsafe=False):
     """Loads a .keras model with Keras safe_mode on (no arbitrary code) unless `unsafe`."""
-    from dlcli import tabular  # noqa: F401  registers dlcli's own layers (TableFeatures)
+    from dlcli import safe_model, tabular  # noqa: F401  tabular registers dlcli's own layers (TableFeatures)
 
+    safe_model.check_keras_file(path)  # a giant declared layer is refused before Keras builds it
     try:
         return keras.saving.load_model(path, safe_mode=not unsafe)
     except ValueError as e:
