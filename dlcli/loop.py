@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlcli import rundir
+from dlcli import checkpoint_check, rundir
 from dlcli.data import Files, count
 from dlcli.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, DlcliError, WriteError
 from dlcli.lazy import keras, tf
@@ -428,6 +428,7 @@ def restore(state, config, latest, run_dir, the_plan, report, resume):
                 "damaged), so there is nothing to resume and nothing was changed. Train again with --overwrite, or into another --output."
             )
         return
+    checkpoint_check.verify(latest)  # a truncated data file: one line, not a reader crash
     try:
         state.checkpoint.restore(latest).assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as e:

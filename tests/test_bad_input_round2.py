@@ -319,7 +319,7 @@ def test_non_utf8_file_names_are_skipped_and_counted(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "1 skipped: file names that are not valid UTF-8 (rename them)" in result.stdout
     info, _ = measured("data", "info", root)
-    assert info.returncode == 0 and "caf\\xe9.png" in info.stdout, info.stdout + info.stderr
+    assert info.returncode == 0 and "caf\\\\xe9.png" in info.stdout, info.stdout + info.stderr  # the repr of an escape
     texts = tmp_path / "texts"
     for label in ("ham", "spam"):
         (texts / label).mkdir(parents=True)
@@ -353,3 +353,22 @@ def test_text_corpora_with_no_words_are_one_line(tmp_path, kind):
     result, _ = measured("train", "lstm", "--data", data, "--epochs", 1, "-o", tmp_path / "r")
     one_line(result, fragment)
     assert not (tmp_path / "r").exists()
+
+
+def test_a_truncated_checkpoint_is_named_and_the_intact_older_one_offered(tmp_path):
+    run = tmp_path / "run"
+    result, _ = measured("train", "softmax", "--dataset", "digits", "--epochs", 2, "-o", run)
+    assert result.returncode == 0, result.stderr[-2000:]
+    latest = run / "checkpoints" / "ckpt-20.data-00000-of-00001"
+    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])  # cut in half
+    before = checksums(run)
+    result, _ = measured("train", "softmax", "-o", run, "--resume", "--epochs", 3)
+    one_line(result, "checkpoint ckpt-20 in", "is damaged (", "nothing was changed", 'The older ckpt-10 is intact', "--overwrite")
+    assert checksums(run) == before
+    state = run / "checkpoints" / "checkpoint"  # the advice works: point the state file at ckpt-10
+    state.write_text(state.read_text().replace('model_checkpoint_path: "ckpt-20"', 'model_checkpoint_path: "ckpt-10"'))
+    result, _ = measured("train", "softmax", "-o", run, "--resume", "--epochs", 3)
+    assert result.returncode == 0 and "resuming after epoch 1" in result.stdout, result.stderr[-2000:]
+    from dlcli import rundir
+
+    assert [row["epoch"] for row in rundir.read_history(run / "history.csv")] == [1, 2, 3]
