@@ -34,8 +34,10 @@ RESIZE_MODES = ("stretch", "crop", "pad")
 # Pillow's own decompression-bomb limit (~89.5 megapixels, 16384x5461): a few-KB PNG may declare
 # 30000x30000 pixels and decode to gigabytes, so every file's header is checked before decoding.
 MAX_PIXELS = 89_478_485
-# The bytes a complete file of each format ends with (within its last TAIL bytes); a file without
-# them is fully decoded once by Pillow at listing time (a JPEG with a trailer, or a truncated one).
+# The bytes a complete file of each format ends with (within its last TAIL bytes). A PNG or GIF
+# without them is truncated; a JPEG without them (a trailer, or cut short) is decoded once at
+# listing time to tell. Damage in the middle of a file with an intact header and end is not
+# found before tf.data decodes it.
 END_MARKERS = {"PNG": b"IEND", "JPEG": b"\xff\xd9", "GIF": b"\x3b", "BMP": None, "WEBP": None, "TIFF": None}
 HEAD, TAIL = 4096, 64
 
@@ -98,9 +100,24 @@ def check_image(path):
         return f"cannot be read ({type(e).__name__})"
     if dims is not None and dims[0] * dims[1] > MAX_PIXELS:
         return f"{dims[0]}x{dims[1]} pixels, over the budget of {MAX_PIXELS:,} pixels per image"
-    if dims is not None and END_MARKERS[kind] in tail:
+    if kind in ("PNG", "GIF") and END_MARKERS[kind] not in tail:  # both formats must end with it
+        return f"truncated {kind} (no end marker)"
+    if kind in ("PNG", "GIF") or (kind == "JPEG" and END_MARKERS[kind] in tail):
         return None
+    if kind in ("JPEG", "BMP"):  # a JPEG with a trailer, or cut short; BMP: decoded here as in training
+        return tensorflow_check(path, kind)
     return pillow_check(path, kind)
+
+
+def tensorflow_check(path, kind):
+    """Why TensorFlow's decoder (the one training uses for JPEG, PNG, GIF, BMP) fails on `path`."""
+    from dlcli.lazy import tf
+
+    try:
+        tf.io.decode_image(tf.io.read_file(str(path)), channels=0, expand_animations=False)
+    except (tf.errors.OpError, ValueError) as e:
+        return f"damaged or truncated {kind} ({type(e).__name__})"
+    return None
 
 
 def pillow_check(path, kind):
@@ -128,6 +145,8 @@ def header_size(kind, head, f):
         return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
     if kind == "GIF" and len(head) >= 10:
         return int.from_bytes(head[6:8], "little"), int.from_bytes(head[8:10], "little")
+    if kind == "BMP" and len(head) >= 26:
+        return abs(int.from_bytes(head[18:22], "little", signed=True)), abs(int.from_bytes(head[22:26], "little", signed=True))
     if kind != "JPEG":
         return None
     at = 2  # JPEG: walk the marker segments to the frame header (SOFn), reading on when EXIF is long
