@@ -264,7 +264,7 @@ def test_a_truncated_image_deep_in_a_big_folder_is_found_before_training(tmp_pat
     whole = (tmp_path / "whole.png").read_bytes()
     victim.write_bytes(whole[: len(whole) // 2])  # a valid header, half the pixel data
     result, _ = measured("train", "cnn", "--data", root, "--epochs", 1, "-o", tmp_path / "r")
-    one_line(result, "cut.png is not a readable image (damaged or truncated PNG", "skip_bad=true")
+    one_line(result, "cut.png is not a readable image (truncated PNG (no end marker))", "skip_bad=true")
     assert not (tmp_path / "r").exists()
     result, _ = measured("train", "cnn", "--data", root, "--epochs", 1, "--set", "skip_bad=true",
                          "--set", "steps_per_epoch=2", "-o", tmp_path / "r2")
