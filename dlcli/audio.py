@@ -34,8 +34,8 @@ def read_wav(path):
         with wave.open(str(path), "rb") as f:
             channels, width, rate, frames = f.getnchannels(), f.getsampwidth(), f.getframerate(), f.getnframes()
             raw = f.readframes(frames)
-    except (wave.Error, EOFError) as e:
-        raise DlcliError(f"{path} is not a PCM WAV file ({e}).") from None
+    except (wave.Error, EOFError, RuntimeError, ValueError) as e:  # the wave module raises RuntimeError on a damaged chunk
+        raise DlcliError(f"{path} is not a PCM WAV file ({e or type(e).__name__}).") from None
     except OSError as e:
         raise DlcliError(f"cannot read {path}: {e.strerror or e}") from None
     if width not in (1, 2, 3, 4):

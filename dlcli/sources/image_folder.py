@@ -84,8 +84,8 @@ def file_format(path):
 def check_image(path):
     """None if `path` is an image dlcli can decode within the pixel budget, else why not. Cheap
     enough for every file of a folder (about 50 us): the header's size and the file's last
-    bytes. Only a file that lacks its format's end marker (truncated, or a JPEG with a
-    trailer), or a format parsed here only by Pillow, is decoded in full to be sure."""
+    bytes. Only a JPEG without its end marker (a trailer, or cut short), a BMP, and a file
+    whose size is not parsed here (WebP, TIFF) are decoded in full, by the decoder training uses."""
     try:
         with open(path, "rb") as f:
             head = f.read(HEAD)
@@ -98,15 +98,16 @@ def check_image(path):
             dims = header_size(kind, head, f)
     except OSError as e:
         return f"cannot be read ({type(e).__name__})"
-    if dims is not None and dims[0] * dims[1] > MAX_PIXELS:
+    if dims is None:  # no size found here (WebP, TIFF, an odd JPEG): Pillow reads it, then decodes
+        why = pillow_check(path, kind)
+        return why if why is not None or kind in ("WEBP", "TIFF") else tensorflow_check(path, kind)
+    if dims[0] * dims[1] > MAX_PIXELS:
         return f"{dims[0]}x{dims[1]} pixels, over the budget of {MAX_PIXELS:,} pixels per image"
     if kind in ("PNG", "GIF") and END_MARKERS[kind] not in tail:  # both formats must end with it
         return f"truncated {kind} (no end marker)"
     if kind in ("PNG", "GIF") or (kind == "JPEG" and END_MARKERS[kind] in tail):
         return None
-    if kind in ("JPEG", "BMP"):  # a JPEG with a trailer, or cut short; BMP: decoded here as in training
-        return tensorflow_check(path, kind)
-    return pillow_check(path, kind)
+    return tensorflow_check(path, kind)  # a JPEG with a trailer or cut short; BMP: decoded as in training
 
 
 def tensorflow_check(path, kind):
