@@ -4,8 +4,6 @@ requested"). Chosen behaviour: refuse in one line naming the checkpoint, change 
 say which older checkpoint is intact; no silent fallback, because resuming from an older
 checkpoint than the run folder's latest would repeat steps the user may not expect."""
 
-from pathlib import Path
-
 from dlcli.errors import DlcliError
 
 
@@ -24,18 +22,22 @@ def damage(prefix):
 
 
 def verify(prefix):
-    """Raises DlcliError, naming the checkpoint and an intact older one, if `prefix` is damaged."""
+    """Raises DlcliError, naming the checkpoint and an intact older one, if `prefix` is damaged.
+    String paths throughout: `prefix` may be a gs:// URI, which pathlib would mangle."""
     why = damage(prefix)
     if why is None:
         return
     from dlcli.lazy import tf
 
-    prefix = Path(prefix)
-    state = tf.train.get_checkpoint_state(str(prefix.parent))
-    older = [p for p in (state.all_model_checkpoint_paths if state else []) if Path(p).name != prefix.name]
-    intact = next((Path(p).name for p in reversed(older) if damage(prefix.parent / Path(p).name) is None), None)
+    folder, name = str(prefix).rsplit("/", 1)
+    try:
+        state = tf.train.get_checkpoint_state(folder)
+        older = [p.rsplit("/", 1)[-1] for p in (state.all_model_checkpoint_paths if state else [])]
+    except Exception:  # a damaged state file: no older checkpoint to offer
+        older = []
+    intact = next((p for p in reversed(older) if p != name and damage(f"{folder}/{p}") is None), None)
     raise DlcliError(
-        f"--resume: checkpoint {prefix.name} in {prefix.parent} is damaged ({why}); nothing was changed. "
-        + (f'The older {intact} is intact: to resume from it, set model_checkpoint_path: "{intact}" in {prefix.parent / "checkpoint"}; ' if intact else "")
+        f"--resume: checkpoint {name} in {folder} is damaged ({why}); nothing was changed. "
+        + (f'The older {intact} is intact: to resume from it, set model_checkpoint_path: "{intact}" in {folder}/checkpoint; ' if intact else "")
         + "or train again with --overwrite."
     )
