@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from dlcli import options, predict, rundir, trust, ui
+from dlcli import options, predict, remote, rundir, trust, ui
 from dlcli.errors import DlcliError
 from dlcli.run import Run
 
@@ -22,6 +22,9 @@ def export_command(
     unsafe: options.Unsafe = False,
 ):
     """Export a run's model as .keras, a SavedModel (serving signature on raw inputs) or TFLite."""
+    if remote.is_remote(output):
+        raise DlcliError(f"--output {remote.url(output)}: export into the gs:// run folder itself (the default, RUN_DIR/export/...) or to a local path.")
+    run_dir = remote.local_run(run_dir)  # a gs:// run: its local copy; the export goes back up with it
     run = Run(run_dir)
     target = Path(output) if output else run_dir / "export" / DEFAULT_NAMES[format]
     check_target(target, run.path, overwrite)
@@ -49,6 +52,7 @@ def export_command(
         staged.rename(target)
         if format != "savedmodel":
             predict.sidecar(staged).replace(predict.sidecar(target))
+    remote.push(run_dir)
     ui.console.print(f"exported {format} to {target}")
 
 
