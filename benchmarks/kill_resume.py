@@ -2,7 +2,10 @@
 never interrupted: the final test metrics must match (exactly, with --deterministic) and
 history.csv must neither repeat nor skip an epoch.
 
-    python benchmarks/kill_resume.py [--kills 5] [--seed 0]
+    python benchmarks/kill_resume.py [--kills 5] [--seed 0] [--files]
+
+--files trains on a generated image folder (PNG, JPEG, BMP, GIF, WebP, TIFF of mixed sizes and
+modes, decoded in tf.data from disk) instead of the in-memory digits.
 """
 
 import argparse
@@ -39,9 +42,19 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--files", action="store_true", help="a file-backed image folder instead of digits")
     options = parser.parse_args()
     rng = random.Random(options.seed)
+    global ARGS
     with tempfile.TemporaryDirectory() as tmp:
+        if options.files:
+            sys.path.insert(0, str(REPO))
+            from tests.helpers import write_messy_images
+
+            folder = write_messy_images(Path(tmp) / "pics", ("cat", "dog", "owl"), per_class=200)
+            at = ARGS.index("--dataset")
+            ARGS = [*ARGS[:at], "--data", str(folder), "--set", "image_size=16", *ARGS[at + 2 :]]
+            ARGS[ARGS.index("--batch-size") + 1] = "8"
         started = time.perf_counter()
         reference = completed(dlcli(*ARGS, "-o", f"{tmp}/whole"))
         duration = time.perf_counter() - started

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlcli import data
 from dlcli.errors import DlcliError
 
 AUDIO_EXTENSIONS = {".wav"}
@@ -33,8 +34,8 @@ def read_wav(path):
         with wave.open(str(path), "rb") as f:
             channels, width, rate, frames = f.getnchannels(), f.getsampwidth(), f.getframerate(), f.getnframes()
             raw = f.readframes(frames)
-    except (wave.Error, EOFError) as e:
-        raise DlcliError(f"{path} is not a PCM WAV file ({e}).") from None
+    except (wave.Error, EOFError, RuntimeError, ValueError) as e:  # the wave module raises RuntimeError on a damaged chunk
+        raise DlcliError(f"{path} is not a PCM WAV file ({e or type(e).__name__}).") from None
     except OSError as e:
         raise DlcliError(f"cannot read {path}: {e.strerror or e}") from None
     if width not in (1, 2, 3, 4):
@@ -84,7 +85,11 @@ def read_clip(path, rate, length=None):
 
 
 def audio_files(folder):
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+    found = sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+    for p in found:
+        if not data.utf8_name(p.name):  # clip names are parsed (FSDD) and printed
+            raise DlcliError(f"file name {data.printable(p)} is not valid UTF-8; rename it, or move it out of {data.printable(folder)}.")
+    return found
 
 
 def parse_fsdd_name(path):

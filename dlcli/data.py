@@ -7,6 +7,7 @@ example *indices* from a seeded shuffle, so any number of replicas sees the same
 resumed run continues with the batches it would have seen.
 """
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,24 @@ class Files:
 
     def subset(self, index):
         return Files(self.paths[index], self.targets[index], self.decode, self.inputs_as_targets)
+
+
+def utf8_name(path):
+    """Whether a listed file name is valid UTF-8. On Linux a name is bytes; Python keeps the
+    undecodable ones as surrogates, which TensorFlow and the terminal cannot take."""
+    try:
+        str(path).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def printable(path):
+    """`path` for a message: undecodable bytes as \\xNN escapes."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
+NOT_UTF8 = "file names that are not valid UTF-8 (rename them)"
 
 
 def take(split, index):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlcli import remote, rundir
+from dlcli import checkpoint_check, remote, rundir
 from dlcli.data import Files, count
 from dlcli.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, DlcliError, WriteError
 from dlcli.lazy import keras, tf
@@ -574,6 +574,7 @@ def restore(state, config, latest, run_dir, the_plan, report, resume):
                 "damaged), so there is nothing to resume and nothing was changed. Train again with --overwrite, or into another --output."
             )
         return
+    checkpoint_check.verify(latest)  # a truncated data file: one line, not a reader crash
     if state.early_stopping and not any(name.startswith("early_stopping/") for name, _ in tf.train.list_variables(latest)):
         raise DlcliError(
             f"checkpoint {latest} was saved by a run without early stopping, so it holds no best model; "

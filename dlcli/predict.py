@@ -51,8 +51,9 @@ def first_line(error):
 
 def load_keras(path, unsafe=False):
     """Loads a .keras model with Keras safe_mode on (no arbitrary code) unless `unsafe`."""
-    from dlcli import tabular  # noqa: F401  registers dlcli's own layers (TableFeatures)
+    from dlcli import safe_model, tabular  # noqa: F401  tabular registers dlcli's own layers (TableFeatures)
 
+    safe_model.check_keras_file(path)  # a giant declared layer is refused before Keras builds it
     try:
         return keras.saving.load_model(path, safe_mode=not unsafe)
     except ValueError as e:
@@ -139,9 +140,10 @@ def read_images(record, inputs):
         path = Path(name)
         if not path.is_file():
             raise DlcliError(f"input image not found: {path}")
+        why = image_folder.check_image(path)  # header, pixel budget and completeness, before decoding
+        if why is not None:
+            raise image_folder.bad_image_error(path, why, "use another file")
         try:
-            if image_folder.file_format(path) is None:
-                raise ValueError("not an image")
             images.append(decode(tf.constant(str(path))).numpy())
         except Exception:  # TensorFlow's and Pillow's decoders raise many kinds
             raise DlcliError(f"{path} is not an image this model can read ({', '.join(sorted(IMAGE_SUFFIXES))}).") from None

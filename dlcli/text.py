@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from dlcli import data
+from dlcli.errors import DlcliError
 from dlcli.lazy import keras, tf
 from dlcli.sources import tfds
 from dlcli.sources.aclimdb import one_line
@@ -50,6 +51,11 @@ def load_splits(config):
     )
     # A list, not `.astype(str)`: that pads every review to the longest as a fixed-width array.
     vectorize.adapt(tf.data.Dataset.from_tensor_slices(list(train[0])).batch(1024))
+    if vectorize.vocabulary_size() <= 2:  # only the padding and out-of-vocabulary tokens
+        raise DlcliError(
+            f"the training texts of {source} hold no words (empty, or only punctuation and spaces): "
+            "nothing to learn from. Check the files, or name the text column with --set text_column=NAME."
+        )
     return data.Splits(
         train=train, val=val, test=test, input_shape=(config.sequence_length,), source=source,
         num_classes=len(class_names), class_names=class_names, preprocess=vectorize, kind="text",

@@ -153,3 +153,222 @@ def test_fifos_and_devices_are_refused_without_hanging(dlcli_subprocess, tmp_pat
     from dlcli.sources import aclimdb
 
     assert len(aclimdb.load(reviews, None).train[0]) == 2
+
+
+# ## Round 3: the gaps the first pass left (pixel budget, giant layers, names, empty corpora,
+# truncated images deep in a folder, truncated checkpoints)
+
+
+def measured(*args, timeout=300, env=None):
+    """(CompletedProcess, peak RSS in MiB) of the real `dlcli` binary: the child's own rusage."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from tests.conftest import REPO
+
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        child = subprocess.Popen([sys.executable, "-m", "dlcli", *map(str, args)], cwd=REPO, stdout=out, stderr=err, text=True,
+                                 env={**os.environ, **(env or {})})
+        try:
+            child.wait(timeout=timeout)  # reaps the child; its rusage is read below
+        except subprocess.TimeoutExpired:
+            child.kill()
+            raise
+        out.seek(0)
+        err.seek(0)
+        result = subprocess.CompletedProcess(child.args, child.returncode, out.read(), err.read())
+    return result, peak_of(child.pid)
+
+
+PEAKS = {}
+
+
+def peak_of(pid):
+    return PEAKS.get(pid, 0)
+
+
+def _wait4_popen():
+    """Popen.wait through os.wait4, so a test can read each child's peak RSS (ru_maxrss)."""
+    import os
+    import subprocess
+
+    original = subprocess.Popen._try_wait
+
+    def try_wait(self, wait_flags):
+        try:
+            pid, status, usage = os.wait4(self.pid, wait_flags)
+        except ChildProcessError:
+            return original(self, wait_flags)
+        if pid:
+            PEAKS[pid] = usage.ru_maxrss / 1024  # KiB on Linux
+        return pid, status
+
+    subprocess.Popen._try_wait = try_wait
+
+
+_wait4_popen()
+
+
+def png_bomb(path, side=30000):
+    """A ~100 KB 1-bit PNG that declares side x side pixels (900M at 30000): a decompression bomb."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    packer, row = zlib.compressobj(9), b"\0" * (1 + (side + 7) // 8)
+    pixels = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+    return path
+
+
+def small_image_folder(root, per_class=6):
+    from tests.helpers import write_image_folder
+
+    return write_image_folder(root, classes=("cat", "dog"), per_class=per_class, size=(12, 12))
+
+
+def test_a_decompression_bomb_is_refused_in_folders_and_predict_with_bounded_memory(tmp_path):
+    root = small_image_folder(tmp_path / "pics")
+    (root / "dog" / "deep" / "er").mkdir(parents=True)
+    bomb = png_bomb(root / "dog" / "deep" / "er" / "huge.png")
+    assert bomb.stat().st_size < 200_000
+    before = checksums(root)
+    result, peak = measured("train", "cnn", "--data", root, "--epochs", 1, "-o", tmp_path / "r")
+    one_line(result, "huge.png is not a readable image", "30000x30000 pixels, over the budget of 89,478,485 pixels")
+    assert peak < 1500, peak  # the header is read, not the 900M pixels (decoding would take GBs)
+    assert checksums(root) == before and not (tmp_path / "r").exists()
+    result, _ = measured("data", "info", root)
+    assert result.returncode == 0 and "over the budget" not in result.stderr
+    bomb.unlink()
+    trained, _ = measured("train", "cnn", "--data", root, "--epochs", 1, "--batch-size", 4, "-o", tmp_path / "ok")
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    result, peak = measured("predict", tmp_path / "ok", png_bomb(tmp_path / "input.png"))
+    one_line(result, "input.png is not a readable image", "over the budget")
+    assert peak < 1500, peak
+
+
+def test_a_truncated_image_deep_in_a_big_folder_is_found_before_training(tmp_path):
+    """The whole folder is checked at listing time (header, pixel budget, end marker), not a
+    sample: a file cut short past the first few hundred stops the run before the first step."""
+    from tests.helpers import write_png
+
+    root = small_image_folder(tmp_path / "pics", per_class=500)
+    victim = root / "dog" / "zz" / "cut.png"
+    victim.parent.mkdir()
+    write_png(tmp_path / "whole.png", np.random.default_rng(0).integers(0, 255, (32, 32, 3)))
+    whole = (tmp_path / "whole.png").read_bytes()
+    victim.write_bytes(whole[: len(whole) // 2])  # a valid header, half the pixel data
+    result, _ = measured("train", "cnn", "--data", root, "--epochs", 1, "-o", tmp_path / "r")
+    one_line(result, "cut.png is not a readable image (truncated PNG (no end marker))", "skip_bad=true")
+    assert not (tmp_path / "r").exists()
+    result, _ = measured("train", "cnn", "--data", root, "--epochs", 1, "--set", "skip_bad=true",
+                         "--set", "steps_per_epoch=2", "-o", tmp_path / "r2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "1 skipped: unreadable image" in result.stdout
+
+
+def test_a_keras_file_declaring_a_giant_layer_is_refused_before_it_is_built(tmp_path):
+    import zipfile
+
+    run = tmp_path / "run"
+    result, _ = measured("train", "softmax", "--dataset", "digits", "--epochs", 1, "-o", run)
+    assert result.returncode == 0, result.stderr[-2000:]
+    model = run / "model.keras"
+    with zipfile.ZipFile(model) as archive:
+        parts = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(parts["config.json"])
+    dense = next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Dense")
+    dense["config"]["units"] = 10**9  # 784e9 weights: terabytes if Keras built it
+    parts["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(model, "w") as archive:
+        for name, body in parts.items():
+            archive.writestr(name, body)
+    from tests.helpers import write_png
+
+    write_png(tmp_path / "seven.png", np.zeros((28, 28), np.uint8))
+    before = checksums(run)
+    for args in (("evaluate", run), ("export", run, "-o", tmp_path / "export.keras"), ("predict", run, tmp_path / "seven.png")):
+        result, peak = measured(*args)
+        one_line(result, "model.keras declares about 785,000,000,000 weights", "over the budget of 268,435,456")
+        assert peak < 1500, peak
+    assert checksums(run) == before and not (tmp_path / "export.keras").exists()
+
+
+def test_a_giant_declared_input_is_refused_and_real_models_are_under_budget(tmp_path):
+    from dlcli import safe_model
+
+    layers = [{"class_name": "InputLayer", "config": {"batch_shape": [None, 100000, 100000]}}]
+    assert safe_model.largest_shape({"config": {"layers": layers}}) == 10**10
+    dense = {"class_name": "Dense", "config": {"units": 1000}, "build_config": {"input_shape": [None, 784]}}
+    assert safe_model.declared_parameters({"layers": [dense]}) == 785 * 1000
+    lstm = {"class_name": "LSTM", "config": {"units": 64, "recurrent_initializer": {}}, "build_config": {"input_shape": [None, 80, 32]}}
+    assert safe_model.declared_parameters(lstm) == 4 * 64 * (32 + 64 + 1)
+
+
+def test_non_utf8_file_names_are_skipped_and_counted(tmp_path):
+    import os
+
+    root = small_image_folder(tmp_path / "pics")
+    (root / "cat" / "0.png").rename(os.fsdecode(os.fsencode(str(root / "cat")) + b"/caf\xe9.png"))
+    result, _ = measured("train", "cnn", "--data", root, "--epochs", 1, "--batch-size", 2, "-o", tmp_path / "r")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "1 skipped: file names that are not valid UTF-8 (rename them)" in result.stdout
+    info, _ = measured("data", "info", root)
+    assert info.returncode == 0 and "caf\\\\xe9.png" in info.stdout, info.stdout + info.stderr  # the repr of an escape
+    texts = tmp_path / "texts"
+    for label in ("ham", "spam"):
+        (texts / label).mkdir(parents=True)
+        for i in range(30):
+            (texts / label / f"{i}.txt").write_text(f"a {label} message number {i} with words")
+    (texts / "ham" / "0.txt").rename(os.fsdecode(os.fsencode(str(texts / "ham")) + b"/na\xefve.txt"))
+    info, _ = measured("data", "info", texts)
+    assert info.returncode == 0 and "file names that are not valid UTF-8" in info.stdout, info.stdout + info.stderr
+    os.mkdir(os.fsencode(str(root)) + b"/ow\xe9")
+    (root / "dog" / "1.png").rename(os.fsdecode(os.fsencode(str(root)) + b"/ow\xe9/1.png"))
+    one_line(measured("train", "cnn", "--data", root, "-o", tmp_path / "r2")[0], "folder name", "ow\\xe9 is not valid UTF-8")
+
+
+@pytest.mark.parametrize("kind", ["folder", "csv", "blank column"])
+def test_text_corpora_with_no_words_are_one_line(tmp_path, kind):
+    if kind == "folder":
+        data = tmp_path / "texts"
+        for label in ("a", "b"):
+            (data / label).mkdir(parents=True)
+            for i in range(40):
+                (data / label / f"{i}.txt").write_text(["", "  \n ", "!!! ... ??", " , ; -- "][i % 4])
+        fragment = "hold no words"
+    elif kind == "csv":
+        data = tmp_path / "p.csv"
+        data.write_text("text,label\n" + "".join(f'"...!!! ,,",{"ab"[i % 2]}\n' for i in range(100)))
+        fragment = "hold no words"
+    else:
+        data = tmp_path / "blank.csv"
+        data.write_text("text,label\n" + "".join(f",{'ab'[i % 2]}\n" for i in range(100)))
+        fragment = "no row has both a text (column 'text') and a label"
+    result, _ = measured("train", "lstm", "--data", data, "--epochs", 1, "-o", tmp_path / "r")
+    one_line(result, fragment)
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_truncated_checkpoint_is_named_and_the_intact_older_one_offered(tmp_path):
+    run = tmp_path / "run"
+    result, _ = measured("train", "softmax", "--dataset", "digits", "--epochs", 2, "-o", run)
+    assert result.returncode == 0, result.stderr[-2000:]
+    latest = run / "checkpoints" / "ckpt-20.data-00000-of-00001"
+    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])  # cut in half
+    before = checksums(run)
+    result, _ = measured("train", "softmax", "-o", run, "--resume", "--epochs", 3)
+    one_line(result, "checkpoint ckpt-20 in", "is damaged (", "nothing was changed", 'The older ckpt-10 is intact', "--overwrite")
+    assert checksums(run) == before
+    state = run / "checkpoints" / "checkpoint"  # the advice works: point the state file at ckpt-10
+    state.write_text(state.read_text().replace('model_checkpoint_path: "ckpt-20"', 'model_checkpoint_path: "ckpt-10"'))
+    result, _ = measured("train", "softmax", "-o", run, "--resume", "--epochs", 3)
+    assert result.returncode == 0 and "resuming after epoch 1" in result.stdout, result.stderr[-2000:]
+    from dlcli import rundir
+
+    assert [row["epoch"] for row in rundir.read_history(run / "history.csv")] == [1, 2, 3]

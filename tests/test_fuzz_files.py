@@ -17,11 +17,11 @@ from tests.helpers import write_idx_folder, write_image_folder
 FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-def read_or_refuse(path):
+def read_or_refuse(path, config=Config):
     try:
         found = sources.find(path)
         found.describe(path)
-        found.load(path, Config(data=str(path)))
+        found.load(path, config(data=str(path)))
     except DlcliError as e:
         assert "\n" not in str(e).strip() or str(path).count("\n"), str(e)
 
@@ -91,3 +91,83 @@ def test_auto_mpg_files(tmp_path_factory, mutation, noise):
     text = "18.0   8   307.0      130.0      3504.      12.0   70  1\t\"chevrolet\"\n" * 5
     path.write_bytes(mutate(text.encode(), *mutation) + noise)
     read_or_refuse(path)
+
+
+# ## Each image format: a truncated file or a forged size never passes the listing check
+# (header, pixel budget, end marker) unless it decodes, so it cannot stop training mid-epoch.
+# (Bytes flipped in the middle of a file are only read or refused: the check does not decode.)
+
+IMAGE_KINDS = ["0_rgb.jpg", "1_rgba.png", "2_p.png", "3_l.png", "5_rgb.bmp", "6_p.gif", "7_rgb.webp", "0_rgb.tif"]
+
+
+truncations = st.tuples(st.floats(0, 1), st.just(0), st.just(0))
+
+
+@settings(FUZZ, max_examples=50)
+@given(st.one_of(truncations, mutations), st.sampled_from(IMAGE_KINDS), st.booleans())
+def test_every_image_format_passes_the_check_only_if_it_decodes(tmp_path_factory, mutation, name, forge_size):
+    from dlcli.lazy import tf
+    from dlcli.sources import image_folder
+    from tests.helpers import write_messy_images
+
+    folder = write_messy_images(tmp_path_factory.mktemp("formats"), ("a", "b", "c"), per_class=10)
+    victim = next(p for p in folder.rglob("*") if p.name.endswith(name.split("_", 1)[1]))
+    raw = victim.read_bytes()
+    if forge_size and raw.startswith(b"\x89PNG"):  # a PNG header that declares 65535 x 65535 pixels
+        raw = raw[:16] + (65535).to_bytes(4, "big") * 2 + raw[24:]
+    victim.write_bytes(mutate(raw, *mutation) if not forge_size else raw)
+    why = image_folder.check_image(victim)
+    if forge_size and raw.startswith(b"\x89PNG"):
+        assert why is not None and "over the budget" in why
+    if why is None and mutation[1] == 0:  # truncated only
+        image = image_folder.decoder((16, 16, 3))(tf.constant(str(victim)))
+        assert image.shape == (16, 16, 3)
+    read_or_refuse(folder)
+
+
+@FUZZ
+@given(mutations, st.integers(1, 2))
+def test_wav_clips_in_class_folders(tmp_path_factory, mutation, width):
+    from recipes.speech import Config as SpeechConfig
+    from tests.helpers import tone, write_wav
+
+    folder = tmp_path_factory.mktemp("wav")
+    for label, frequency in (("low", 300), ("high", 1200)):
+        for i in range(3):
+            write_wav(folder / label / f"{i}.wav", tone(frequency, 0.2, seed=i), width=width)
+    victim = folder / "low" / "0.wav"
+    victim.write_bytes(mutate(victim.read_bytes(), *mutation))
+    read_or_refuse(folder, SpeechConfig)
+
+
+@FUZZ
+@given(mutations, st.binary(max_size=200))
+def test_text_files_in_class_folders(tmp_path_factory, mutation, noise):
+    from recipes.lstm import Config as TextConfig
+
+    folder = tmp_path_factory.mktemp("texts")
+    for label in ("ham", "spam"):
+        (folder / label).mkdir()
+        for i in range(6):
+            (folder / label / f"{i}.txt").write_text(f"a {label} message, number {i}, with a few words in it")
+    victim = folder / "ham" / "0.txt"
+    victim.write_bytes(mutate(victim.read_bytes(), *mutation) + noise)
+    read_or_refuse(folder, TextConfig)
+
+
+@FUZZ
+@given(mutations, st.binary(max_size=200), st.sampled_from([".csv", ".tsv", ".jsonl"]))
+def test_text_tables(tmp_path_factory, mutation, noise, suffix):
+    import json
+
+    from recipes.lstm import Config as TextConfig
+
+    path = tmp_path_factory.mktemp("text_table") / f"messages{suffix}"
+    rows = [(f"message number {i} about {'lunch' if i % 2 else 'a free prize'} today", "ab"[i % 2]) for i in range(20)]
+    if suffix == ".jsonl":
+        text = "\n".join(json.dumps({"text": t, "label": y}) for t, y in rows)
+    else:
+        sep = "," if suffix == ".csv" else "\t"
+        text = f"text{sep}label\n" + "\n".join(f"{t}{sep}{y}" for t, y in rows)
+    path.write_bytes(mutate(text.encode(), *mutation) + noise)
+    read_or_refuse(path, TextConfig)

@@ -167,3 +167,26 @@ def test_cache_memory_holds_the_same_pixels_as_streaming(tmp_path):
         x, y = data.arrays(a)
         np.testing.assert_array_equal(x, b[0])
         np.testing.assert_array_equal(y, b[1])
+
+
+def test_a_file_list_of_images_and_labels_trains_like_a_folder(tmp_path):
+    root = make_layout(tmp_path / "pics", [""], per_class=8)
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    listing = tmp_path / "labels.csv"
+    listing.write_text("path,label\n" + "".join(f"{p.relative_to(tmp_path)},{p.parent.name}\n" for p in files))
+    tsv = tmp_path / "abs.tsv"
+    tsv.write_text("".join(f"{p}\t{p.parent.name}\n" for p in files))
+    for data_path in (listing, tsv):
+        splits = data.load_images(Config(data=str(data_path), validation_split=0.2))
+        assert splits.class_names == list(CLASSES) and isinstance(splits.train, data.Files)
+        for split in (splits.train, splits.val, splits.test):
+            assert set(split.targets.tolist()) == {0, 1, 2}
+    info = ok_json("data", "info", listing)
+    assert info["layout"].startswith("a file list") and info["splits"]["all"]["examples"] == len(files)
+    run = tmp_path / "run"
+    result = invoke("train", "cnn", "--data", listing, "--epochs", 1, "--batch-size", 4, "--strategy", "default", "-o", run)
+    assert result.exit_code == 0, result.output
+    with listing.open("a") as f:
+        f.write("pics/cat/missing.png,cat\n")
+    result = invoke("train", "cnn", "--data", listing, "--epochs", 1, "-o", tmp_path / "r2")
+    assert result.exit_code == 2 and "line 26: " in result.stderr and "missing.png is not a readable image (not found)" in result.stderr, result.output

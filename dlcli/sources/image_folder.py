@@ -11,12 +11,13 @@ stratified holdout of the training images (`validation_split`).
 """
 
 import os
+import warnings
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from dlcli.data import Dataset, Files, stratified_split
+from dlcli.data import NOT_UTF8, Dataset, Files, printable, stratified_split, utf8_name
 from dlcli.errors import DlcliError
 
 NAME = "a folder of images in class subfolders (train/ val/ test/ optional, any combination)"
@@ -30,6 +31,15 @@ SIGNATURES = [(b"\x89PNG", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"BM", "BMP"), (b
 MAX_SIDE = 128  # the default image size is the most common size, scaled down to this side
 SAMPLE = 400  # files opened (header only) to choose the size and channels, and for `data info`
 RESIZE_MODES = ("stretch", "crop", "pad")
+# Pillow's own decompression-bomb limit (~89.5 megapixels, 16384x5461): a few-KB PNG may declare
+# 30000x30000 pixels and decode to gigabytes, so every file's header is checked before decoding.
+MAX_PIXELS = 89_478_485
+# The bytes a complete file of each format ends with (within its last TAIL bytes). A PNG or GIF
+# without them is truncated; a JPEG without them (a trailer, or cut short) is decoded once at
+# listing time to tell. Damage in the middle of a file with an intact header and end is not
+# found before tf.data decodes it.
+END_MARKERS = {"PNG": b"IEND", "JPEG": b"\xff\xd9", "GIF": b"\x3b", "BMP": None, "WEBP": None, "TIFF": None}
+HEAD, TAIL = 4096, 64
 
 
 def detect(path):
@@ -38,7 +48,11 @@ def detect(path):
 
 
 def subfolders(folder):
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+    found = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+    for p in found:
+        if not utf8_name(p.name):  # a class name is printed, saved in config.json and predicted
+            raise DlcliError(f"folder name {printable(p)} is not valid UTF-8; rename it (class names must be text).")
+    return found
 
 
 def layout(root):
@@ -62,12 +76,107 @@ def file_format(path):
     """'PNG', 'JPEG', ... from the first bytes of the file, or None if it is no image dlcli reads."""
     try:
         with open(path, "rb") as f:
-            head = f.read(16)
+            return head_format(f.read(16))
     except OSError:
         return None
+
+
+def check_image(path):
+    """None if `path` is an image dlcli can decode within the pixel budget, else why not. Cheap
+    enough for every file of a folder (about 50 us): the header's size and the file's last
+    bytes. Only a JPEG without its end marker (a trailer, or cut short), a BMP, and a file
+    whose size is not parsed here (WebP, TIFF) are decoded in full, by the decoder training uses."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEAD)
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - TAIL))
+            tail = f.read()
+            kind = head_format(head)
+            if kind is None:
+                return "not PNG, JPEG, BMP, GIF, WebP or TIFF data"
+            dims = header_size(kind, head, f)
+    except OSError as e:
+        return f"cannot be read ({type(e).__name__})"
+    if dims is None:  # no size found here (WebP, TIFF, an odd JPEG): Pillow reads it, then decodes
+        why = pillow_check(path, kind)
+        return why if why is not None or kind in ("WEBP", "TIFF") else tensorflow_check(path, kind)
+    if dims[0] * dims[1] > MAX_PIXELS:
+        return f"{dims[0]}x{dims[1]} pixels, over the budget of {MAX_PIXELS:,} pixels per image"
+    if kind in ("PNG", "GIF") and END_MARKERS[kind] not in tail:  # both formats must end with it
+        return f"truncated {kind} (no end marker)"
+    if kind in ("PNG", "GIF") or (kind == "JPEG" and END_MARKERS[kind] in tail):
+        return None
+    return tensorflow_check(path, kind)  # a JPEG with a trailer or cut short; BMP: decoded as in training
+
+
+def tensorflow_check(path, kind):
+    """Why TensorFlow's decoder (the one training uses for JPEG, PNG, GIF, BMP) fails on `path`."""
+    from dlcli.lazy import tf
+
+    try:
+        tf.io.decode_image(tf.io.read_file(str(path)), channels=0, expand_animations=False)
+    except (tf.errors.OpError, ValueError) as e:
+        return f"damaged or truncated {kind} ({type(e).__name__})"
+    return None
+
+
+def pillow_check(path, kind):
+    """Why Pillow cannot fully decode `path` within the pixel budget, or None."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # DecompressionBombWarning: the budget below decides
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > MAX_PIXELS:
+                    return f"{width}x{height} pixels, over the budget of {MAX_PIXELS:,} pixels per image"
+                image.load()  # raises on a truncated or damaged file
+    except Image.DecompressionBombError:  # Pillow's own refusal, at twice its limit
+        return f"over the budget of {MAX_PIXELS:,} pixels per image"
+    except Exception as e:  # Pillow raises many kinds (OSError, SyntaxError, ValueError...)
+        return f"damaged or truncated {kind} ({type(e).__name__})"
+    return None
+
+
+def header_size(kind, head, f):
+    """(width, height) from the header of a PNG, GIF or JPEG (None when not found here)."""
+    if kind == "PNG" and len(head) >= 24 and head[12:16] == b"IHDR":
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if kind == "GIF" and len(head) >= 10:
+        return int.from_bytes(head[6:8], "little"), int.from_bytes(head[8:10], "little")
+    if kind == "BMP" and len(head) >= 26:
+        return abs(int.from_bytes(head[18:22], "little", signed=True)), abs(int.from_bytes(head[22:26], "little", signed=True))
+    if kind != "JPEG":
+        return None
+    at = 2  # JPEG: walk the marker segments to the frame header (SOFn), reading on when EXIF is long
+    while True:
+        if at + 9 > len(head):
+            f.seek(len(head))
+            more = f.read(max(HEAD, at + 9 - len(head)))
+            if not more or len(head) > (1 << 20):
+                return None
+            head += more
+        if head[at] != 0xFF:
+            return None
+        marker = head[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return int.from_bytes(head[at + 7 : at + 9], "big"), int.from_bytes(head[at + 5 : at + 7], "big")
+        at += 2 + int.from_bytes(head[at + 2 : at + 4], "big")
+
+
+def head_format(head):
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WEBP"
     return next((name for magic, name in SIGNATURES if head.startswith(magic)), None)
+
+
+def bad_image_error(path, why, advice="remove it, or skip such files with --set skip_bad=true"):
+    return DlcliError(f"{path} is not a readable image ({why}); {advice}.")
 
 
 def list_split(folder, class_names=None):
@@ -87,6 +196,9 @@ def list_split(folder, class_names=None):
             for filename in sorted(filenames):
                 path = os.path.join(parent, filename)
                 if filename.startswith("."):
+                    continue
+                if not utf8_name(path):
+                    skipped.setdefault(NOT_UTF8, []).append(path)
                     continue
                 if Path(filename).suffix.lower() in EXTENSIONS:
                     files.append(path)
@@ -108,14 +220,13 @@ def scan(root, skip_bad=False):
         paths, labels, names, passed = list_split(folders[split], names)
         for reason, files in passed.items():
             skipped.setdefault(reason, []).extend(files)
-        good = [file_format(p) is not None for p in paths]
-        for path, ok in zip(paths, good):
-            if not ok:
+        good = []
+        for path in paths:  # every file, not a sample: a bad one must not stop training mid-epoch
+            why = check_image(path)
+            good.append(why is None)
+            if why is not None:
                 if not skip_bad:
-                    raise DlcliError(
-                        f"{path} is not a readable image (not PNG, JPEG, BMP, GIF, WebP or TIFF data); "
-                        "remove it, or skip such files with --set skip_bad=true."
-                    )
+                    raise bad_image_error(path, why)
                 skipped.setdefault("unreadable image (skip_bad)", []).append(path)
         splits[split] = (np.array([p for p, ok in zip(paths, good) if ok]), np.array([l for l, ok in zip(labels, good) if ok], np.int64))
     for split, (paths, labels) in splits.items():
@@ -191,7 +302,7 @@ def describe(path):
         "input": f"{height}x{width}x{channels} by default (--set image_size=HEIGHTxWIDTH, resize=stretch|crop|pad, channels=1|3)",
     }
     for reason, files in {**skipped, **({"unreadable in the sample": bad} if bad else {})}.items():
-        facts.setdefault("skipped", {})[reason] = f"{len(files)} file(s), e.g. {files[0]}"
+        facts.setdefault("skipped", {})[reason] = f"{len(files)} file(s), e.g. {printable(files[0])}"
     return facts
 
 
@@ -243,9 +354,29 @@ def decoder(shape, resize="stretch"):
         image.set_shape([None, None, None])
         return image
 
+    def declared_pixels(contents, head):
+        """width * height as the header declares it (0 when it cannot tell): the pixel budget,
+        checked again in tf.data in case a file changed since it was listed."""
+        def field(start, length, little):
+            padded = tf.strings.substr(contents, 0, 32) + b"\0" * 32  # a short file reads as zeros
+            part = tf.strings.substr(padded, start, length)
+            raw = tf.io.decode_raw(part, tf.uint16 if length == 2 else tf.int32, little_endian=little)
+            return tf.abs(tf.cast(raw[0], tf.int64))
+
+        return tf.case([
+            (tf.equal(head, b"\x89PNG"), lambda: field(16, 4, False) * field(20, 4, False)),
+            (tf.equal(head, b"GIF8"), lambda: field(6, 2, True) * field(8, 2, True)),
+            (tf.equal(tf.strings.substr(head, 0, 2), b"BM"), lambda: field(18, 4, True) * field(22, 4, True)),
+            (tf.io.is_jpeg(contents), lambda: tf.reduce_prod(tf.cast(tf.image.extract_jpeg_shape(contents)[:2], tf.int64))),
+        ], default=lambda: tf.constant(0, tf.int64))
+
     def decode(path):
         contents = tf.io.read_file(path)
         head = tf.strings.substr(contents, 0, 4)
+        tf.debugging.assert_less_equal(
+            declared_pixels(contents, head), tf.constant(MAX_PIXELS, tf.int64),
+            message=f"an image is over the budget of {MAX_PIXELS:,} pixels", summarize=0,
+        )
         by_tf = tf.io.is_jpeg(contents) | tf.reduce_any(tf.equal(head, [b"\x89PNG", b"GIF8"])) | tf.equal(tf.strings.substr(head, 0, 2), b"BM")
         image = tf.cond(by_tf, lambda: native(contents), lambda: pillow(contents))
         image.set_shape([None, None, None])
@@ -287,6 +418,8 @@ def pillow_decode(contents):
 
     raw = contents.item() if isinstance(contents, np.ndarray) else contents
     with Image.open(io.BytesIO(bytes(raw))) as image:
+        if image.size[0] * image.size[1] > MAX_PIXELS:  # listing checks this; a file may change since
+            raise ValueError(f"{image.size[0]}x{image.size[1]} pixels, over the budget of {MAX_PIXELS:,}")
         image.seek(0)
         if image.mode.startswith("I") or image.mode == "F":
             array = np.asarray(image, np.float64)

@@ -7,6 +7,7 @@ A file that is not UTF-8 stops the read with its name and line (or, with
 from collections import Counter
 from pathlib import Path
 
+from dlcli.data import NOT_UTF8, utf8_name
 from dlcli.errors import DlcliError
 from dlcli.sources import image_folder, text_table
 
@@ -40,7 +41,9 @@ def files(path):
         for sub in image_folder.subfolders(folder):
             for file in sorted(sub.rglob("*")):
                 if file.is_file() and not file.name.startswith("."):
-                    if file.suffix.lower() in SUFFIXES:
+                    if not utf8_name(file.name):
+                        skipped[NOT_UTF8] += 1
+                    elif file.suffix.lower() in SUFFIXES:
                         pairs.append((file, sub.name))
                     else:
                         skipped["not a .txt file"] += 1

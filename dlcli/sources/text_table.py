@@ -42,7 +42,7 @@ def detect(path):
         header, rows = parse(path, text=path.open(encoding="utf-8", errors="replace").read(65536), partial=True)
     except DlcliError:
         return False
-    return bool(text_columns(header, rows))
+    return bool(text_columns(header, rows)) or any(h.lower() in TEXT_NAMES for h in header)
 
 
 def decode(path, skip_bad=False):
@@ -152,6 +152,8 @@ def read(path, config):
     kept = [(row.get(text, ""), row.get(label, "")) for row in rows]
     blank = sum(not t or not y for t, y in kept)
     kept = [(t, y) for t, y in kept if t and y]
+    if not kept:
+        raise DlcliError(f"{path}: no row has both a text (column '{text}') and a label (column '{label}'); nothing to learn from.")
     return text, label, kept, {"rows with an empty text or label (skipped)": blank, "lines with bytes that are not UTF-8 (replaced)": replaced}
 
 
