@@ -229,7 +229,14 @@ def onnx_runner(path):
         raise DlcliError(f"cannot load ONNX model {path}: {first_line(e)}") from None
     source = session.get_inputs()[0]
     dtype = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32}.get(source.type, np.float32)
-    return lambda x: session.run(None, {source.name: np.asarray(x, dtype=dtype)})[0]
+
+    def run(x):
+        try:
+            return session.run(None, {source.name: np.asarray(x, dtype=dtype)})[0]
+        except Exception as e:  # a graph that loads but cannot run (inputs the converter left unbound)
+            raise DlcliError(f"cannot run ONNX model {path}: {first_line(e)}") from None
+
+    return run
 
 
 def openvino_runner(path):

@@ -86,7 +86,10 @@ def check(model, name, staged, inputs):
     """(largest difference, tolerance) of the export at `staged` against the Keras model on
     `inputs`, through predict's own path (signature check, runtime, text tokenizer)."""
     expected = predict.predictor("keras", None, model=model)(inputs)
-    found = predict.predictor(name, staged)(inputs)
+    try:
+        found = predict.predictor(name, staged)(inputs)
+    except DlcliError as e:  # converted, but its own runtime cannot load or run it
+        raise DlcliError(f"cannot convert {model.name} to {name}: the export does not run: {e}") from None
     difference, tolerance = exports.largest_difference(expected, found)
     if not difference <= tolerance:  # NaN fails too
         raise DlcliError(
