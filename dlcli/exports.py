@@ -13,6 +13,8 @@ which leaves augmentation layers (speech's RandomTranslation) active in the expo
 """
 
 import importlib.util
+import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,13 +138,19 @@ def write(name, model, target):
             # to builtin ops (no TensorList, so no Flex delegate: tensorflow#58668), and the model
             # runs in the plain LiteRT interpreter. Keras' litert export allows TF ops unless told.
             graph = inference_graph(tokens_model, 1)
+            staged = target.with_name(target.name + ".staged.tflite")  # Keras wants the suffix; -o may lack it
             graph.export(
-                str(target), format="litert", input_signature=input_signature(graph), verbose=False,
+                str(staged), format="litert", input_signature=input_signature(graph), verbose=False,
                 target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]},
             )
+            staged.rename(target)
         elif name == "onnx":
             graph = inference_graph(tokens_model, None)
-            graph.export(str(target), format="onnx", input_signature=input_signature(graph), verbose=False)
+            # tf2onnx logs each graph fix-up it makes, and Keras' numpy-2 patch warns: keep the terminal to ours.
+            logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                graph.export(str(target), format="onnx", input_signature=input_signature(graph), verbose=False)
         elif name == "openvino":
             graph = inference_graph(tokens_model, None)
             target.mkdir()

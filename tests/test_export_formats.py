@@ -30,7 +30,7 @@ REFUSED = {
     ("openvino", "lstm"): "TensorList",
 }
 # One pair per format in the default run (text through LiteRT is the acceptance case); the rest are slow.
-DEFAULT = {("savedmodel", "softmax"), ("litert", "lstm"), ("litert", "forecast"), ("onnx", "softmax"), ("onnx", "regression"), ("openvino", "softmax")}
+DEFAULT = {("savedmodel", "speech"), ("litert", "lstm"), ("litert", "forecast"), ("onnx", "softmax"), ("onnx", "regression"), ("openvino", "softmax")}
 CASES = [
     pytest.param(fmt, name, marks=() if (fmt, name) in DEFAULT else pytest.mark.slow, id=f"{fmt}-{name}")
     for fmt in FORMATS for name in RECIPES
@@ -74,9 +74,10 @@ def raw_inputs(tmp_path_factory):
         write_png(path, image)
     (folder / "rows.csv").write_text("x0,x1,x2\n0,0,0\n1,2,3\n-1,0.5,2\n")
     (folder / "series.csv").write_text("value\n" + "\n".join(str(10 + 2 * np.sin(2 * np.pi * t / 24)) for t in range(60)))
-    clips = [folder / f"tone{f}.wav" for f in (300, 900)]
-    for clip, frequency in zip(clips, (300, 900)):
-        write_wav(clip, tone(frequency, 0.4))
+    # One clip: the speech model's log-mel clamps at 80 dB below the loudest value of the whole
+    # batch (Keras' MelSpectrogram), so its answers depend on the batch, and LiteRT runs one clip at a time.
+    clips = [folder / "tone300.wav"]
+    write_wav(clips[0], tone(300, 0.4))
     texts = ["great wonderful superb film", "awful boring dull film with a weak plot", "the cast was quite charming"]
     return {
         "images": images, "text": texts, "table": [folder / "rows.csv"], "series": [folder / "series.csv"], "audio": clips,

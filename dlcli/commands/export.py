@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
 
+import numpy as np
 import typer
 
 from dlcli import config as config_lib
@@ -84,10 +85,15 @@ def check_inputs(run):
 
 def check(model, name, staged, inputs):
     """(largest difference, tolerance) of the export at `staged` against the Keras model on
-    `inputs`, through predict's own path (signature check, runtime, text tokenizer)."""
-    expected = predict.predictor("keras", None, model=model)(inputs)
+    `inputs`, through predict's own path (signature check, runtime, text tokenizer). One input
+    at a time on both sides: LiteRT exports take a batch of 1, and a model may not treat the
+    examples of a batch independently (Keras' MelSpectrogram clamps its decibels at top_db
+    below the loudest value of the whole batch)."""
+    keras_model = predict.predictor("keras", None, model=model)
+    expected = np.concatenate([keras_model(inputs[i:i + 1]) for i in range(len(inputs))])
     try:
-        found = predict.predictor(name, staged)(inputs)
+        export = predict.predictor(name, staged)
+        found = np.concatenate([export(inputs[i:i + 1]) for i in range(len(inputs))])
     except DlcliError as e:  # converted, but its own runtime cannot load or run it
         raise DlcliError(f"cannot convert {model.name} to {name}: the export does not run: {e}") from None
     difference, tolerance = exports.largest_difference(expected, found)
