@@ -12,7 +12,7 @@ import typer
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
-from dlcli.commands import data_cmd, evaluate, export, launch, list_recipes, plot, predict, show, train
+from dlcli.commands import data_cmd, evaluate, export, launch, list_recipes, plot, predict, runs, show, train, tune
 from dlcli import __version__
 from dlcli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, DlcliError
 
@@ -88,12 +88,15 @@ def _options(
 
 app.command("list")(list_recipes.list_command)
 app.command("show")(show.show_command)
-app.command("train")(train.train_command)
+# Extra `--KEY=VALUE` arguments are config keys: how Vertex AI's hyperparameter tuning passes each trial's values.
+app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(train.train_command)
 app.command("evaluate")(evaluate.evaluate_command)
 app.command("predict")(predict.predict_command)
 app.command("export")(export.export_command)
 app.command("plot")(plot.plot_command)
 app.command("launch")(launch.launch_command)
+app.command("tune")(tune.tune_command)
+app.command("runs")(runs.runs_command)
 app.add_typer(data_cmd.app, name="data")
 
 

@@ -70,6 +70,10 @@ class TrainConfig:
     checkpoint_every: Annotated[int, Range(0, MAX_STEPS)] = 0  # also checkpoint every N steps (0: at epoch ends only)
     precision: typing.Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
     jit: bool = False  # XLA-compile each training step
+    early_stopping: Annotated[int, Range(0, 1_000_000)] = 0  # patience in epochs: stop when `monitor` has not improved for this many (0: off)
+    monitor: str = ""  # what early stopping and the best model follow, e.g. val_accuracy; "" = the recipe's MONITOR, else val_loss
+    mode: typing.Literal["auto", "min", "max"] = "auto"  # auto: max for accuracy, auc, precision, recall; min otherwise
+    min_delta: Annotated[float, Range(0)] = 0.0  # the least change of `monitor` that counts as an improvement
 
     def validate(self):
         """Raises DlcliError on values no recipe can train with."""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlcli import remote
 from dlcli.errors import DlcliError
 
 IMAGE_DATASETS = {
@@ -162,7 +163,9 @@ def holdout(train, fraction, seed=0):
 def check_dataset(config, datasets, recipe):
     """Fails early, before TensorFlow loads, on a dataset name or path that cannot work."""
     if config.data is not None:
-        if not Path(config.data).exists():
+        if remote.is_remote(config.data):
+            remote.local_data(config.data)  # checked and copied into the cache now, before TensorFlow builds anything
+        elif not Path(config.data).exists():
             raise DlcliError(f"--data path does not exist: {config.data}")
     elif config.dataset not in datasets:
         raise DlcliError(
@@ -175,7 +178,8 @@ def load_local(config, kinds):
     """The `Dataset` or `Table` of `config.data`, read by the source that recognises it."""
     from dlcli import sources
 
-    return sources.find(config.data, kinds).load(Path(config.data), config)
+    path = remote.local_data(config.data)  # a gs:// URL is read from its copy in the cache
+    return sources.find(str(path), kinds).load(path, config)
 
 
 # ## Image classification: one entry point for every image recipe

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlcli import rundir
+from dlcli import remote, rundir
 from dlcli.data import Files, count
 from dlcli.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, DlcliError, WriteError
 from dlcli.lazy import keras, tf
@@ -283,29 +283,165 @@ def stop_check(strategy, signals):
     return lambda: int(any_worker(tf.constant(int(signals.received is not None)))) > 0
 
 
-# ## Hooks: what runs beside training (logging now; early stopping and best models later)
+# ## Hooks: what runs beside training (TensorBoard, early stopping)
+
+
+def monitor_name(recipe, config):
+    """The metric early stopping and the best model follow: `config.monitor`, else the recipe's
+    `MONITOR`, else val_loss."""
+    return config.monitor or getattr(recipe, "MONITOR", "") or "val_loss"
+
+
+def monitor_mode(config, monitor):
+    """min or max; `auto` maximises accuracy-like metrics and minimises the rest (losses, errors)."""
+    if config.mode != "auto":
+        return config.mode
+    return "max" if any(word in monitor for word in ("accuracy", "auc", "precision", "recall")) else "min"
+
+
+def check_monitor(recipe, config, metric_names, has_validation):
+    """Refuses, before training, a monitor the run will not produce. Only matters when early
+    stopping is on or a monitor was named; otherwise a default that does not exist (no
+    validation split) just leaves the best epoch unknown."""
+    monitor = monitor_name(recipe, config)
+    produced = [*metric_names, *(f"val_{name}" for name in metric_names if has_validation)]
+    if monitor in produced or not (config.early_stopping or config.monitor):
+        return
+    if monitor.startswith("val_") and monitor[4:] in metric_names:
+        why = "this run has no validation split (validation_split=0)"
+        fix = f"set --set validation_split=0.1, or --set monitor={monitor[4:]}"
+    else:
+        why = "the run does not produce it"
+        fix = "set --set monitor=NAME with one of them"
+    raise DlcliError(f"monitor {monitor} cannot be followed: {why}. Metrics of this run: {', '.join(produced)}; {fix}.")
+
+
+def best_in(history, monitor, mode):
+    """(epoch, value) of the best `monitor` in `history` rows, or (None, None) without it."""
+    rows = [row for row in history if isinstance(row.get(monitor), (int, float)) and math.isfinite(row[monitor])]
+    if not rows:
+        return None, None
+    best = (min if mode == "min" else max)(rows, key=lambda row: row[monitor])
+    return int(best["epoch"]), float(best[monitor])
+
+
+class EarlyStopping:
+    """Stops when `monitor` has not improved by `min_delta` for `patience` epochs, and keeps the
+    best weights so far, as Keras' EarlyStopping(restore_best_weights=True) does.
+
+    Unlike the Keras callback, its whole state lives in tf.Variables that are part of the
+    training checkpoint: copies of the model's weights (created under the strategy scope, so
+    they are mirrored like the weights), the best value and epoch, the patience counter and the
+    epoch it stopped at. The loop calls `on_epoch_end` before it saves the epoch-end checkpoint,
+    so a run preempted at any point and resumed stops at the same epoch with the same best model
+    as one that never stopped; and a run that had stopped stays stopped.
+    """
+
+    def __init__(self, model, strategy, monitor, mode, patience, min_delta):
+        self.model, self.monitor, self.mode, self.patience, self.min_delta = model, monitor, mode, patience, min_delta
+        with strategy.scope():
+            self.best_weights = [tf.Variable(tf.zeros(w.shape, w.dtype), trainable=False) for w in model.weights]
+        self.best_value = tf.Variable(math.inf if mode == "min" else -math.inf, dtype=tf.float64, trainable=False)
+        self.best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)  # 0: none yet
+        self.wait = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.stopped_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)  # 0: has not stopped
+        self.trackable = tf.train.Checkpoint(
+            best_weights=self.best_weights, best_value=self.best_value, best_epoch=self.best_epoch,
+            wait=self.wait, stopped_epoch=self.stopped_epoch,
+        )
+
+    @property
+    def stopped(self):
+        return int(self.stopped_epoch.numpy()) > 0
+
+    def improved(self, value):
+        best = float(self.best_value.numpy())
+        if not math.isfinite(value):
+            return False
+        return value < best - self.min_delta if self.mode == "min" else value > best + self.min_delta
+
+    def on_epoch_end(self, state, row):
+        value = float(row[self.monitor])
+        if self.improved(value):
+            self.best_value.assign(value)
+            self.best_epoch.assign(row["epoch"])
+            self.wait.assign(0)
+            for best, weight in zip(self.best_weights, self.model.weights):
+                best.assign(weight.value)
+            return False
+        self.wait.assign_add(1)
+        if int(self.wait.numpy()) >= self.patience:
+            self.stopped_epoch.assign(row["epoch"])
+            return True
+        return False
+
+    def restore_best(self):
+        """Puts the best weights into the model (cross-replica assign: every replica gets them)."""
+        if int(self.best_epoch.numpy()):
+            for weight, best in zip(self.model.weights, self.best_weights):
+                weight.assign(best)
+
+    def facts(self):
+        return {
+            "monitor": self.monitor, "best": float(self.best_value.numpy()), "best_epoch": int(self.best_epoch.numpy()),
+            "patience": self.patience, "stopped_epoch": int(self.stopped_epoch.numpy()) or None,
+        }
+
+
+def hparam_value(value):
+    """A config value as the HParams plugin takes it: bool, int, float or str."""
+    return value if isinstance(value, (bool, int, float, str)) else str(value)
 
 
 class TensorBoardLog:
-    """Scalars per chunk of steps and per epoch, in TensorBoard event files."""
+    """TensorBoard events laid out as Keras' TensorBoard callback lays them out, so they read the
+    way people expect: LOGDIR/train and LOGDIR/validation are two runs with the same scalar names
+    (epoch_loss, epoch_accuracy, ...: the curves overlay), train also has epoch_learning_rate,
+    epoch_examples_per_sec and per-chunk batch_* scalars (by global step). LOGDIR itself holds
+    an HParams session: the run's resolved config as hyperparameters, and at the end its final
+    metrics (test_*, best_*) as scalars, so `tensorboard --logdir runs` compares runs in the
+    HParams tab. No experiment-wide hparams_config is written: TensorBoard takes one such
+    config from an arbitrary run, which would hide the keys of every other recipe; without it,
+    TensorBoard gathers the hyperparameters and metrics from all the runs' sessions.
+    A resumed run adds new event files beside the old ones.
+    """
 
-    def __init__(self, logdir):
-        self.writer = tf.summary.create_file_writer(str(logdir))
+    def __init__(self, logdir, hparams, trial_id):
+        from tensorboard.plugins.hparams import api as hp
 
-    def _write(self, prefix, values, step):
-        with self.writer.as_default(step=step):
+        logdir = Path(logdir)
+        self.writers = {name: tf.summary.create_file_writer(str(logdir / name)) for name in ("train", "validation")}
+        self.session = tf.summary.create_file_writer(str(logdir))
+        with self.session.as_default():
+            hp.hparams({k: hparam_value(v) for k, v in hparams.items() if v is not None}, trial_id=trial_id)
+        self.session.flush()
+
+    @staticmethod
+    def _write(writer, values, step):
+        with writer.as_default(step=step):
             for name, value in values.items():
-                tf.summary.scalar(f"{prefix}/{name}", value)
+                if isinstance(value, (int, float)):
+                    tf.summary.scalar(name, value)
 
     def on_steps(self, global_step, logs):
-        self._write("train_steps", logs, global_step)
+        self._write(self.writers["train"], {f"batch_{k}": v for k, v in logs.items()}, global_step)
 
     def on_epoch_end(self, state, row):
-        self._write("epoch", {k: v for k, v in row.items() if k != "epoch"}, row["epoch"])
-        self.writer.flush()
+        epoch = row["epoch"]
+        train = {f"epoch_{k}": v for k, v in row.items() if k not in ("epoch", "seconds") and not k.startswith("val_")}
+        self._write(self.writers["train"], train, epoch)
+        self._write(self.writers["validation"], {f"epoch_{k[4:]}": v for k, v in row.items() if k.startswith("val_")}, epoch)
+        for writer in self.writers.values():
+            writer.flush()
 
     def on_finish(self, state, final):
-        self.writer.close()
+        metrics = {f"test_{k}": v for k, v in final["test"].items()}
+        if final.get("best"):
+            metrics[f"best_{final['best']['monitor']}"] = final["best"]["value"]
+            metrics["best_epoch"] = final["best_epoch"]
+        self._write(self.session, metrics, len(state.history))
+        for writer in [*self.writers.values(), self.session]:
+            writer.close()
 
 
 def call_hooks(hooks, event, *args):
@@ -339,6 +475,7 @@ class State:
     epoch: object  # tf.Variable: epochs completed
     step: object  # tf.Variable: steps completed in the current epoch
     checkpoint: object
+    early_stopping: object = None  # an EarlyStopping when config.early_stopping > 0
     history: list = field(default_factory=list)
     train_seconds: float = 0.0
 
@@ -384,16 +521,25 @@ def build(recipe, config, splits, strategy, the_plan, report):
     if jit and tf.config.list_logical_devices("GPU") and any(is_recurrent(layer) for layer in all_layers(model)):
         report("notice", message="XLA (--jit) cannot compile the fused cuDNN LSTM/GRU kernel; this model trains without XLA.")
         jit = False
+    check_monitor(recipe, config, [m.name for m in metrics], bool(count(splits.val)))
     train_steps, eval_steps = step_functions(strategy, model, loss_fn, metrics, the_plan.global_batch, optimizer, jit)
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
     step = tf.Variable(0, dtype=tf.int64, trainable=False)
+    early_stopping = None
+    if config.early_stopping:
+        monitor = monitor_name(recipe, config)
+        early_stopping = EarlyStopping(
+            model, strategy, monitor, monitor_mode(config, monitor), config.early_stopping, config.min_delta
+        )
     checkpoint = tf.train.Checkpoint(
         model=model, optimizer=optimizer, epoch=epoch, step=step,
         # Keras keeps the dropout RNG state and metric totals out of the model's checkpoint.
         model_state=list(model.non_trainable_variables),
         metric_state=[v for m in metrics for v in m.variables],
+        # The best weights and the patience counter: a resumed run stops where the whole one would.
+        **({"early_stopping": early_stopping.trackable} if early_stopping else {}),
     )
-    return State(model, optimizer, metrics, train_steps, eval_steps, epoch, step, checkpoint)
+    return State(model, optimizer, metrics, train_steps, eval_steps, epoch, step, checkpoint, early_stopping)
 
 
 def agree_on_checkpoint(strategy, chief, resume, folder):
@@ -428,6 +574,11 @@ def restore(state, config, latest, run_dir, the_plan, report, resume):
                 "damaged), so there is nothing to resume and nothing was changed. Train again with --overwrite, or into another --output."
             )
         return
+    if state.early_stopping and not any(name.startswith("early_stopping/") for name, _ in tf.train.list_variables(latest)):
+        raise DlcliError(
+            f"checkpoint {latest} was saved by a run without early stopping, so it holds no best model; "
+            "resume it without --early-stopping (early_stopping=0), or start a new run."
+        )
     try:
         state.checkpoint.restore(latest).assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as e:
@@ -507,6 +658,7 @@ def train_epoch(state, config, strategy, train_source, n_train, the_plan, epoch,
         if done < steps and (stop or (config.checkpoint_every and global_step % config.checkpoint_every == 0)):
             state.step.assign(done)
             checkpoints.save(global_step)
+            call_hooks(hooks, "on_checkpoint", global_step)
         if stop and done < steps:
             # Another worker's signal stops this one too: it exits as if preempted.
             raise interrupted(f"in epoch {epoch + 1} at step {done}/{steps}")
@@ -516,7 +668,8 @@ def train_epoch(state, config, strategy, train_source, n_train, the_plan, epoch,
 
 
 def end_epoch(state, row, seconds, val_split, strategy, the_plan, run_dir, chief, checkpoints, hooks, report):
-    """Validation, the history row, history.csv and the epoch-end checkpoint; then the hooks.
+    """Validation, the history row and history.csv, the hooks, then the epoch-end checkpoint:
+    after the hooks, so it holds what they decided (early stopping's best weights and counter).
     Returns True when a hook asks training to stop."""
     if count(val_split):
         val = evaluate(strategy, state.eval_steps, state.metrics, val_split, the_plan.global_batch)
@@ -531,13 +684,34 @@ def end_epoch(state, row, seconds, val_split, strategy, the_plan, run_dir, chief
     state.step.assign(0)
     if chief:
         rundir.write_history(Path(run_dir) / "history.csv", state.history)
-    checkpoints.save(row["epoch"] * the_plan.steps_per_epoch)
     report("epoch_end", row=row)
-    return call_hooks(hooks, "on_epoch_end", state, row)
+    stop = call_hooks(hooks, "on_epoch_end", state, row)
+    checkpoints.save(row["epoch"] * the_plan.steps_per_epoch)
+    call_hooks(hooks, "on_checkpoint", row["epoch"] * the_plan.steps_per_epoch)
+    return stop
 
 
 def finish(recipe, state, config, splits, test_split, strategy, the_plan, run_dir, chief, started, hooks):
-    """Test metrics, and on the chief the saved model (taking raw inputs) and metrics.json."""
+    """Test metrics, and on the chief the saved model (taking raw inputs) and metrics.json.
+
+    With early stopping, the last epoch's model is saved as model-last.keras, then the best
+    weights go back into the model: the test metrics and model.keras are the best model's."""
+    # The saved model takes raw inputs: recipes with `splits.preprocess` fold it in.
+    def saved():
+        return recipe.inference_model(state.model, splits) if hasattr(recipe, "inference_model") else state.model
+
+    last_epoch = len(state.history)
+    monitor = monitor_name(recipe, config)
+    stopping = state.early_stopping
+    if stopping:
+        if chief:
+            rundir.save_model(saved(), Path(run_dir) / "model-last.keras")
+        stopping.restore_best()
+        facts = stopping.facts()
+        stopped = facts["stopped_epoch"]
+        best_epoch, best_value = facts["best_epoch"] or None, facts["best"] if facts["best_epoch"] else None
+    else:
+        best_epoch, best_value = best_in(state.history, monitor, monitor_mode(config, monitor))
     test = evaluate(strategy, state.eval_steps, state.metrics, test_split, the_plan.global_batch)
     trained_steps = len(state.history) * the_plan.steps_per_epoch
     final = {
@@ -547,11 +721,16 @@ def finish(recipe, state, config, splits, test_split, strategy, the_plan, run_di
         "wall_seconds": round(time.perf_counter() - started, 3),
         "train_seconds": round(state.train_seconds, 3),
         "examples_per_sec": round(trained_steps * the_plan.global_batch / state.train_seconds, 1) if state.train_seconds else None,
+        # What model.keras is: the best epoch's weights with early stopping, else the last epoch's.
+        "best_epoch": best_epoch,
+        "best": {"monitor": monitor, "value": best_value} if best_epoch else None,
+        # None when it ran every epoch (patience that ran out in the last epoch stopped nothing).
+        "stopped_epoch": stopped if stopping and stopped and stopped < config.epochs else None,
+        "model_epoch": (best_epoch or last_epoch) if stopping else last_epoch,
+        "early_stopping": config.early_stopping,
     }
     if chief:
-        # The saved model takes raw inputs: recipes with `splits.preprocess` fold it in.
-        saved = recipe.inference_model(state.model, splits) if hasattr(recipe, "inference_model") else state.model
-        rundir.save_model(saved, Path(run_dir) / "model.keras")
+        rundir.save_model(saved(), Path(run_dir) / "model.keras")
         rundir.write_json(Path(run_dir) / "metrics.json", final)
     call_hooks(hooks, "on_finish", state, final)
     return final
@@ -562,10 +741,13 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
 
     Returns a `FitResult`. `report(event, **facts)` is called as training goes, for the CLI to
     show progress; `hooks` are objects with any of `on_steps(global_step, logs)`,
-    `on_epoch_end(state, row) -> stop?` and `on_finish(state, final)` (the chief also logs
-    to TensorBoard through one). Nothing in `run_dir` changes until the model is built and any
-    checkpoint restored. Checkpoints (model, optimizer, dropout RNG state, partial-epoch
-    metrics and the position in the data) are saved at every epoch end, every
+    `on_epoch_end(state, row) -> stop?`, `on_checkpoint(global_step)` (after each save) and
+    `on_finish(state, final)` (the chief also logs
+    to TensorBoard through one; early stopping, with `config.early_stopping`, is one too).
+    `report("run_dir_ready")` says when the chief has started the run folder. Nothing in
+    `run_dir` changes until the model is built and any checkpoint restored. Checkpoints (model,
+    optimizer, dropout RNG state, partial-epoch metrics, the position in the data, and early
+    stopping's best weights and counter) are saved at every epoch end, every
     `config.checkpoint_every` steps, and on SIGTERM/SIGINT, so `resume=True` continues exactly
     where the run stopped.
     """
@@ -583,9 +765,14 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
     state = build(recipe, config, splits, strategy, the_plan, report)
     latest = agree_on_checkpoint(strategy, chief, resume, rundir.checkpoints_dir(run_dir))
     restore(state, config, latest, run_dir, the_plan, report, resume)
+    hooks = [*([state.early_stopping] if state.early_stopping else []), *(hooks or [])]
     if chief:
         start_run_dir(run_dir, overwrite, record)
-    hooks = [*(hooks or []), *([TensorBoardLog(rundir.logs_dir(run_dir))] if chief else [])]
+        report("run_dir_ready", run_dir=run_dir)
+        name = recipe.__name__.split(".")[-1]
+        hparams = {"recipe": name, **dataclasses.asdict(config), "monitor": monitor_name(recipe, config)}
+        hooks.append(TensorBoardLog(rundir.logs_dir(run_dir), hparams, trial_id=run_dir.name))
+        hooks.extend(remote.sync_hooks(run_dir))  # last: uploads what the hooks above wrote
     checkpoints = Checkpoints(state, run_dir, chief)
 
     # 3. Epochs: train, validate, checkpoint, hooks.
@@ -597,16 +784,20 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
             name = recipe.__name__.split(".")[-1]
             return Interrupted(
                 f"stopped by {signal.Signals(signum).name} {where}; checkpoint saved. "
-                f"Continue with: dlcli train {name} -o {run_dir} --resume (or the same command, under TF_CONFIG or AIP_*)",
+                f"Continue with: dlcli train {name} -o {remote.location_of(run_dir)} --resume (or the same command, under TF_CONFIG or AIP_*)",
                 signum,
             )
 
-        for epoch in range(int(state.epoch.numpy()), config.epochs):
+        # A run that early stopping ended stays ended, even when resumed with more --epochs.
+        first_epoch = config.epochs if state.early_stopping and state.early_stopping.stopped else int(state.epoch.numpy())
+        for epoch in range(first_epoch, config.epochs):
             row, seconds = train_epoch(
                 state, config, strategy, train_source, count(splits.train), the_plan, epoch,
                 checkpoints, hooks, stop_requested, interrupted, report,
             )
             if end_epoch(state, row, seconds, inputs.val, strategy, the_plan, run_dir, chief, checkpoints, hooks, report):
+                if state.early_stopping and state.early_stopping.stopped and epoch + 1 < config.epochs:
+                    report("early_stop", **state.early_stopping.facts())
                 break
             if stop_requested() and epoch + 1 < config.epochs:
                 raise interrupted(f"after epoch {epoch + 1}")

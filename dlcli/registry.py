@@ -52,7 +52,9 @@ class Recipe(Protocol):
 class OptionalHooks(Protocol):
     """Hooks a recipe may add. It may also hold `DATASET_DEFAULTS`: {dataset name: config
     overrides} applied after its defaults and before --config/--set/flags, for `--dataset NAME`
-    or a `--data` path recognised as that dataset (`dlcli show` prints them)."""
+    or a `--data` path recognised as that dataset (`dlcli show` prints them); and `MONITOR`, the
+    metric early stopping and the best model follow when the config's `monitor` is empty
+    (e.g. "val_accuracy"; val_loss when the recipe names none)."""
 
     def optimizer(self, config, learning_rate):
         """-> a Keras optimizer, when Adam is not the right default"""
@@ -83,6 +85,8 @@ REQUIRED = (*REQUIRED_ATTRIBUTES, *REQUIRED_HOOKS)
 def check_contract(name, module):
     """Raises DlcliError naming every attribute or hook `module` lacks or declares wrongly."""
     problems = [f"lacks {attr}" for attr in REQUIRED if not hasattr(module, attr)]
+    if not isinstance(getattr(module, "MONITOR", ""), str):
+        problems.append("has a MONITOR that is not a metric name (str)")
     for hook, params in {**REQUIRED_HOOKS, **OPTIONAL_HOOKS}.items():
         function = getattr(module, hook, None)
         if function is None:

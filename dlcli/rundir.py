@@ -1,10 +1,12 @@
 """The run directory: what every run leaves, written so an interruption never half-writes a file.
 
     RUN_DIR/config.json    resolved config, versions, strategy and devices
-    RUN_DIR/model.keras    the final model
+    RUN_DIR/model.keras    the final model (the best epoch's, with early stopping)
+    RUN_DIR/model-last.keras  with early stopping, the last epoch's model
     RUN_DIR/checkpoints/   tf.train.CheckpointManager checkpoints, for --resume
     RUN_DIR/history.csv    one row of metrics per epoch
     RUN_DIR/metrics.json   final test metrics, wall time, examples/s
+    RUN_DIR/train.log      what the terminal showed, as plain text
 """
 
 import csv
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from dlcli.errors import DlcliError, WriteError
 
-RUN_FILES = ("config.json", "model.keras", "checkpoints", "history.csv", "metrics.json", "logs")
+RUN_FILES = ("config.json", "model.keras", "model-last.keras", "checkpoints", "history.csv", "metrics.json", "logs", "train.log")
 # On Vertex AI, the SavedModel export that its model registry serves, beside model.keras.
 SAVEDMODEL_FILES = ("saved_model.pb", "variables", "assets", "fingerprint.pb")
 PICTURES = ("curves.png", "confusion_matrix.png", "confusion_matrix.csv", "samples.png", "forecast.png", "forecast.csv", "reconstructions.png")
@@ -141,8 +143,8 @@ def local_path(location, variable):
     if location.startswith("gs://"):
         if not Path("/gcs").is_dir():
             raise DlcliError(
-                f"{variable} {location} needs the Cloud Storage FUSE mount at /gcs (gs:// is not written through "
-                "TensorFlow's own file system yet); mount the bucket there, or pass a local --output."
+                f"{variable} {location} needs the Cloud Storage FUSE mount at /gcs; mount the bucket there, "
+                "or pass --output gs://... (written through TensorFlow's file system) or a local --output."
             )
         return Path("/gcs") / location[len("gs://") :]
     return Path(location)
@@ -183,13 +185,16 @@ def checkpoint_number(name):
 def resolve_run_dir(output, recipe):
     """--output, else Vertex AI's AIP_MODEL_DIR, else $DLCLI_RUNS/RECIPE-TIMESTAMP (./runs/...).
 
-    Vertex AI gives gs:// locations and mounts Cloud Storage at /gcs/ (Cloud Storage FUSE),
-    so gs://bucket/path is written as /gcs/bucket/path.
+    `--output gs://bucket/path` goes through TensorFlow's file system: the run is staged in a
+    local copy that is uploaded as training goes (see dlcli/remote.py). Vertex AI's AIP_MODEL_DIR
+    is a gs:// location that Vertex AI also mounts at /gcs/ (Cloud Storage FUSE), so it is
+    written as /gcs/bucket/path.
     """
     if output is not None:
-        text = str(output)  # a Path has already folded gs://bucket into gs:/bucket
-        if text.startswith("gs:/"):
-            return local_path("gs://" + text[len("gs:/"):].lstrip("/"), "--output")
+        from dlcli import remote
+
+        if remote.is_remote(output):  # a Path has already folded gs://bucket into gs:/bucket
+            return remote.stage_run(output)
         return Path(output)
     vertex = os.environ.get("AIP_MODEL_DIR")
     return local_path(vertex, "AIP_MODEL_DIR") if vertex else default_run_dir(recipe)

@@ -77,6 +77,8 @@ class Config(TrainConfig):
     holdout_speaker: str = ""  # FSDD: test on this speaker, train on the others
     augment: bool = True  # random time shifts, in training only
     spec_augment: float = 0.0  # in training, drop this fraction of mel bands and of frames (SpecAugment-style)
+    band_norm: bool = False  # normalise each mel band over time (cepstral mean/variance normalisation)
+    warp: float = 0.0  # in training, stretch the spectrogram by up to this fraction in time and frequency
     dropout: float = 0.3
 
     def validate(self):
@@ -84,7 +86,7 @@ class Config(TrainConfig):
         check(self.sample_rate >= 1000, "sample_rate", self.sample_rate, "at least 1000 (Hz)")
         check(0 <= self.clip_seconds <= 60, "clip_seconds", self.clip_seconds, "between 0 (from the data) and 60")
         check(1 <= self.num_mel_bins <= 256, "num_mel_bins", self.num_mel_bins, "between 1 and 256")
-        for key in ("dropout", "spec_augment"):
+        for key in ("dropout", "spec_augment", "warp"):
             check(0 <= getattr(self, key) < 1, key, getattr(self, key), "in [0, 1)")
 
 
@@ -189,6 +191,8 @@ def build_model(config, splits):
     )(x)
     x = layers.Permute((2, 1))(x)
     x = layers.LayerNormalization(axis=(1, 2), center=False, scale=False, name="per_clip_norm")(x)
+    if config.band_norm:
+        x = layers.LayerNormalization(axis=1, center=False, scale=False, name="per_band_norm")(x)
     if config.spec_augment:  # SpecAugment-style: drop whole mel bands, then whole frames
         x = layers.SpatialDropout1D(config.spec_augment)(x)
         x = layers.Permute((2, 1))(layers.SpatialDropout1D(config.spec_augment)(layers.Permute((2, 1))(x)))
@@ -198,6 +202,8 @@ def build_model(config, splits):
         x = layers.GlobalMaxPooling1D()(layers.SimpleRNN(50, return_sequences=True)(x))
     else:
         x = layers.Reshape((-1, config.num_mel_bins, 1))(x)
+        if config.warp:  # a speaking rate and vocal tract length this speaker did not have
+            x = layers.RandomZoom(config.warp, config.warp, fill_mode="constant", seed=config.seed)(x)
         for filters in (32, 64, 128):
             x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
             x = layers.Activation("relu")(layers.BatchNormalization(momentum=0.9)(x))  # short runs: stats settle fast

@@ -213,10 +213,3 @@ def test_a_full_disk_is_one_line_exit_2(tmp_path):
         assert sorted(p.name for p in disk.iterdir()) == ["filler"]
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
-
-
-@pytest.mark.skipif(Path("/gcs").is_dir(), reason="a Cloud Storage FUSE mount is here: gs:// paths are written through it")
-def test_a_gs_output_without_the_fuse_mount_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    refused_before_data(invoke("train", "cnn", *QUICK, "-o", "gs://bucket/run"), "--output gs://bucket/run needs the Cloud Storage FUSE mount at /gcs")
-    assert list(tmp_path.iterdir()) == [], "a gs:// path became a local folder"

@@ -110,12 +110,12 @@ def test_the_run_has_pictures_and_tensorboard_events(digits_run):
     assert set(final["pictures"]) >= {"curves.png", "confusion_matrix.png", "samples.png"}
     matrix = [line.split(",")[1:] for line in (run_dir / "confusion_matrix.csv").read_text().splitlines()[1:]]
     assert sum(int(v) for row in matrix for v in row) == final["test_examples"]
-    (events,) = (run_dir / "logs").iterdir()
-    tags = set()
-    for record in tf.data.TFRecordDataset(str(events)):
-        event = tf.compat.v1.Event.FromString(record.numpy())
-        tags.update(value.tag for value in event.summary.value)
-    assert {"epoch/loss", "epoch/val_accuracy", "train_steps/loss"} <= tags
+    tags = {}
+    for events in (run_dir / "logs").rglob("events.out.tfevents.*"):
+        for record in tf.data.TFRecordDataset(str(events)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            tags.setdefault(events.parent.name, set()).update(value.tag for value in event.summary.value)
+    assert {"epoch_loss", "epoch_accuracy", "batch_loss"} <= tags["train"] and {"epoch_loss", "epoch_accuracy"} <= tags["validation"]
 
 
 def test_plot_redraws_the_pictures(digits_run, tmp_path):

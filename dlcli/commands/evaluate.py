@@ -2,7 +2,7 @@
 
 import time
 from dlcli import config as config_lib
-from dlcli import data, options, registry, rundir, ui
+from dlcli import data, options, registry, remote, rundir, ui
 from dlcli.errors import DlcliError
 from dlcli.run import Run
 
@@ -18,6 +18,7 @@ def evaluate_command(
 ):
     """Evaluate a trained run's model on its test split, or on the test split of --dataset or
     --data instead; writes RUN_DIR/evaluation.json."""
+    run_dir = remote.local_run(run_dir)  # a gs:// run: its local copy; evaluation.json goes back up
     run = Run(run_dir)
     saved = run.record
     module = registry.load(saved.recipe)
@@ -50,6 +51,7 @@ def evaluate_command(
         "evaluated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     rundir.write_json(run_dir / "evaluation.json", report)
+    remote.push(run_dir)
     if as_json:
         ui.print_json(report)
     else:

@@ -10,7 +10,7 @@ import numpy as np
 import typer
 
 from dlcli import config as config_lib
-from dlcli import data, exports, options, predict, registry, rundir, trust, ui
+from dlcli import data, exports, options, predict, registry, remote, rundir, trust, ui
 from dlcli.errors import DlcliError
 from dlcli.run import Run
 
@@ -31,6 +31,9 @@ def export_command(
     runtime and compare with the Keras model: it is kept only when they agree."""
     name = exports.canonical(format)
     exports.require(name)
+    if remote.is_remote(output):
+        raise DlcliError(f"--output {remote.url(output)}: export into the gs:// run folder itself (the default, RUN_DIR/export/...) or to a local path.")
+    run_dir = remote.local_run(run_dir)  # a gs:// run: its local copy; the export goes back up with it
     run = Run(run_dir)
     target = Path(output) if output else run_dir / "export" / exports.FORMATS[name].default_name
     check_target(target, run.path, overwrite)
@@ -60,6 +63,7 @@ def export_command(
         staged.rename(target)
         if not staged.is_dir() and predict.sidecar(staged).exists():
             predict.sidecar(staged).replace(predict.sidecar(target))
+    remote.push(run_dir)
     if inputs is not None:
         ui.console.print(
             f"checked {name} on {len(inputs)} test inputs: largest difference from the Keras model {difference:.2e} "

@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from dlcli import options, predict, registry, ui
+from dlcli import options, predict, registry, remote, ui
 from dlcli.errors import DlcliError
 
 
@@ -21,7 +21,7 @@ def predict_command(
     """Predict with a trained run or an exported model (.keras, SavedModel, .tflite, .onnx, OpenVINO)."""
     if top_k < 1:
         raise DlcliError(f"--top-k must be a positive integer. Received: {top_k}")
-    record, kind, artifact = predict.locate(model)
+    record, kind, artifact = predict.locate(remote.local_run(model, what="model"))
     recipe = registry.load(record.recipe)
     batch, names = recipe.read_inputs(record, inputs)
     outputs = predict.predictor(kind, artifact, unsafe)(batch)

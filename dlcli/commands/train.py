@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from dlcli import config as config_lib
-from dlcli import data, options, registry, rundir, strategy as strategy_lib, ui
+from dlcli import data, hypertune, options, registry, remote, rundir, strategy as strategy_lib, ui
 from dlcli.errors import DlcliError
 from dlcli.run import DataSpec, RunRecord, auto_resume
 
@@ -43,6 +43,15 @@ def train_command(
     checkpoint_every: Annotated[
         int | None, typer.Option(help="Also checkpoint every N steps; epoch ends always are \\[default: 0, epoch ends only].", show_default=False)
     ] = None,
+    early_stopping: Annotated[
+        int | None,
+        typer.Option(
+            "--early-stopping", metavar="PATIENCE",
+            help="Stop when the monitored metric (config monitor: the recipe's, else val_loss) has not improved for PATIENCE epochs; "
+            "model.keras is then the best epoch's model, model-last.keras the last \\[default: 0, off].",
+            show_default=False,
+        ),
+    ] = None,
     output: options.TrainOutput = None,
     config_file: Annotated[Path | None, typer.Option("--config", help="TOML file of config overrides.", show_default=False)] = None,
     sets: Annotated[list[str] | None, typer.Option("--set", help="Config override key=value (repeatable).", show_default=False)] = None,
@@ -60,12 +69,12 @@ def train_command(
 ):
     """Train a recipe and save the run: config, model, checkpoints, history and metrics."""
     module = registry.load(recipe)
-    out = ui.output(as_json)
+    out = ui.LoggedConsole(ui.output(as_json))  # and, once the run folder is started, RUN_DIR/train.log
     flags = {
         "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
         "dataset": dataset, "data": data_path, "data_dir": data_dir, "seed": seed,
         "deterministic": deterministic, "precision": precision.value if precision else None, "jit": jit,
-        "checkpoint_every": checkpoint_every,
+        "checkpoint_every": checkpoint_every, "early_stopping": early_stopping,
     }
     if cpu_devices is not None and cpu_devices < 1:
         raise DlcliError(f"--cpu-devices must be a positive integer. Received: {cpu_devices}")
@@ -88,6 +97,7 @@ def train_command(
         if saved.recipe != recipe:
             raise DlcliError(f"{run_dir} is a run of recipe '{saved.recipe}', not '{recipe}'; resume it with that recipe.")
         base = saved.config
+    sets = [*(sets or []), *hypertune.extra_sets(ctx.args, module.Config, recipe)]  # Vertex AI tuning's --KEY=VALUE: as --set
     toml_values = config_lib.read_toml(config_file) if config_file else {}
     config = config_lib.resolve(
         module.Config, recipe,
@@ -107,6 +117,7 @@ def train_command(
                 rundir.check_writable(location, what)
         # Held until the command ends: a second `dlcli train` into the same folder is refused.
         ctx.call_on_close(rundir.RunLock(run_dir).release)
+        ctx.call_on_close(remote.push_on_close(run_dir))  # a gs:// run: the last upload, also after a failure
     data.check_dataset(config, module.DATASETS, recipe)
     if start is not None:
         out.print(start.message)
@@ -134,7 +145,7 @@ def train_command(
     )
     out.print(f"run folder {run_dir}")
 
-    with Reporter(out) as report:
+    with Reporter(out, header=" ".join(record.command)) as report:
         result = loop.fit(
             module, config, splits, dist, run_dir,
             chief=chief, resume=resume, overwrite=overwrite, record=record, report=report,
@@ -144,6 +155,8 @@ def train_command(
         out.print(f"SavedModel for Vertex AI: {rundir.export_savedmodel(run_dir)}")
 
     out.print(f"[bold]test[/bold] {ui.metrics_line(final['test'])}  ({final['test_examples']} examples)")
+    if final.get("early_stopping"):
+        out.print(model_line(final, len(result.history)))
     for key, value in final.get("report", {}).items():
         if key != "pictures":
             out.print(f"  {key}: {ui.fmt(value) if not isinstance(value, dict) else ui.metrics_line(value)}")
@@ -157,8 +170,23 @@ def train_command(
             if (run_dir / name).exists():
                 out.print(f"  {run_dir / name}")
         out.print(f"  TensorBoard: tensorboard --logdir {rundir.logs_dir(run_dir)}")
+    if chief and hypertune.vertex_tuning():
+        hypertune.report_to_vertex(run_dir, hypertune.default_monitor(module, config), out)
     if as_json:
         ui.print_json({"run_dir": str(run_dir), **final})
+
+
+def model_line(final, trained_epochs):
+    """Which epoch model.keras came from, when early stopping chose it."""
+    best = final.get("best")
+    if not best:
+        return f"model.keras: epoch {trained_epochs}, the last (the monitor had no finite value to pick a best epoch by)"
+    stopped = final.get("stopped_epoch")
+    how = f"early stopping after epoch {stopped}" if stopped else f"ran all {trained_epochs} epochs"
+    return (
+        f"model.keras: epoch {final['best_epoch']} of {trained_epochs}, the best {best['monitor']} {ui.fmt(best['value'])} "
+        f"({how}; the test metrics are this model's; the last epoch's is model-last.keras)"
+    )
 
 
 def restarting_platform():
@@ -170,8 +198,10 @@ def restarting_platform():
 class Reporter:
     """Shows training as it goes: a progress bar on a terminal, and one line per epoch always."""
 
-    def __init__(self, console):
-        self.console = console
+    def __init__(self, console, header=""):
+        # Lines printed here go to RUN_DIR/train.log too, once the loop has started the run folder.
+        self.console = console if isinstance(console, ui.LoggedConsole) else ui.LoggedConsole(console)
+        self.header = header
         self.progress = None
         self.task = None
 
@@ -180,17 +210,21 @@ class Reporter:
             self.progress = Progress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[logs]}"), TimeRemainingColumn(),
-                console=self.console, transient=True,
+                console=self.console.console, transient=True,
             )
             self.progress.start()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, tb):
         if self.progress is not None:
             self.progress.stop()
+        if isinstance(exc, DlcliError):  # the terminal shows it as `error: ...` (cli.main); so does the log
+            self.console.log(f"error: {exc}")
 
     def __call__(self, event, **facts):
-        if event == "start":
+        if event == "run_dir_ready":
+            self.console.start_log(Path(facts["run_dir"]) / "train.log", self.header)
+        elif event == "start":
             self.console.print(
                 f"global batch {facts['global_batch']}, {facts['global_batch'] // facts['replicas']} per replica; "
                 f"{facts['steps_per_epoch']} steps per epoch"
@@ -217,3 +251,8 @@ class Reporter:
             speed = row.pop("examples_per_sec")
             seconds = row.pop("seconds")
             self.console.print(f"epoch {epoch:>3}  {ui.metrics_line(row)}  {speed:.0f} ex/s  {seconds:.1f} s")
+        elif event == "early_stop":
+            self.console.print(
+                f"early stopping after epoch {facts['stopped_epoch']}: {facts['monitor']} has not improved on "
+                f"{ui.fmt(facts['best'])} (epoch {facts['best_epoch']}) for {facts['patience']} epoch(s)"
+            )
