@@ -47,7 +47,7 @@ DataDir = Annotated[
 ]
 BatchSize = Annotated[int | None, typer.Option(help=f"Global batch size, split across replicas \\[default: {RECIPE_DEFAULT}].", show_default=False)]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON on stdout (progress and tables go to stderr).")]
-Unsafe = Annotated[bool, typer.Option(help="Run models that contain code: .keras files with Lambda layers, SavedModels and .tflite files you did not export with dlcli. Only for files you trust.")]
+Unsafe = Annotated[bool, typer.Option(help="Run models that contain code: .keras files with Lambda layers, SavedModels, .tflite, .onnx and OpenVINO files you did not export with dlcli. Only for files you trust.")]
 Overwrite = Annotated[bool, typer.Option(help="Replace what is already at the output.")]
 
 
@@ -57,5 +57,5 @@ def output(help_text, default_text):
 
 
 TrainOutput = output("Run folder", "runs/RECIPE-TIMESTAMP, or $AIP_MODEL_DIR on Vertex AI")
-ExportOutput = output("Where to write the export", "RUN_DIR/export/model.keras, savedmodel or model.tflite")
+ExportOutput = output("Where to write the export", "RUN_DIR/export/model.keras, savedmodel, model.tflite, model.onnx or openvino")
 PredictOutput = output("Folder for files that predictions write (autoencoder reconstructions)", "predictions")

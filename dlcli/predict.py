@@ -5,7 +5,6 @@ of config.json (inside a SavedModel folder as dlcli.json, beside a file as FILE.
 exported model can be used without the run folder.
 """
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,20 +22,31 @@ def sidecar(artifact):
     return artifact / "dlcli.json" if artifact.is_dir() else artifact.with_name(artifact.name + ".json")
 
 
+SUFFIX_KINDS = {".keras": "keras", ".tflite": "litert", ".onnx": "onnx"}
+KIND_NAMES = {"savedmodel": "a SavedModel", "litert": "a LiteRT model", "onnx": "an ONNX model", "openvino": "an OpenVINO model"}
+
+
 def locate(path):
-    """(run record, kind, artifact path) for a run folder, a .keras/.tflite file or a SavedModel folder."""
+    """(run record, kind, artifact path) for a run folder, a .keras/.tflite/.onnx file, a
+    SavedModel folder or an OpenVINO folder (or its model.xml)."""
     path = Path(path)
     if path.is_dir() and (path / "config.json").is_file() and (path / "model.keras").is_file():
         run = Run(path)
         return run.record, "keras", run.model_path
+    if path.is_file() and path.suffix == ".xml":
+        path = path.parent  # dlcli's OpenVINO export is a folder: model.xml, model.bin, dlcli.json
     if path.is_dir() and (path / "saved_model.pb").is_file():
         kind = "savedmodel"
-    elif path.is_file() and path.suffix in (".keras", ".tflite"):
-        kind = path.suffix[1:]
+    elif path.is_dir() and (path / "model.xml").is_file():
+        kind = "openvino"
+    elif path.is_file() and path.suffix in SUFFIX_KINDS:
+        kind = SUFFIX_KINDS[path.suffix]
     elif not path.exists():
         raise DlcliError(f"not found: {path}")
     else:
-        raise DlcliError(f"{path} is neither a run folder, a .keras or .tflite file, nor a SavedModel folder.")
+        raise DlcliError(
+            f"{path} is neither a run folder, a .keras, .tflite or .onnx file, nor a SavedModel or OpenVINO folder."
+        )
     candidates = [sidecar(path), *(parent / "config.json" for parent in path.parents)]
     for candidate in candidates:
         if candidate.is_file():
@@ -67,62 +77,40 @@ def load_keras(path, unsafe=False):
         raise DlcliError(f"cannot load {path}: {type(e).__name__}: {str(e).strip().splitlines()[0][:200]}") from None
 
 
-def check_trusted(kind, path):
-    """A SavedModel or .tflite runs its graph as code: only this user's own signed export runs
-    without --unsafe (dlcli/trust.py says how that is decided)."""
+def export_info(path):
+    """The "export" block of an artifact's sidecar ({} when it has none or cannot be read)."""
     try:
-        signature = (rundir.read_json(sidecar(path)).get("export") or {}).get("signature")
+        info = rundir.read_json(sidecar(path)).get("export")
     except (DlcliError, AttributeError):
-        signature = None
-    if not trust.is_own_export(path, signature):
-        what = "a SavedModel" if kind == "savedmodel" else "a TFLite model"
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def check_trusted(kind, path, info):
+    """An exported graph runs as code: only this user's own signed export runs without
+    --unsafe (dlcli/trust.py says how that is decided); the text settings are signed with it."""
+    extra = {key: info[key] for key in ("text_vectorization",) if key in info}
+    if not trust.is_own_export(path, info.get("signature"), extra):
         raise DlcliError(
-            f"{path} is {what} that this user did not export with dlcli (or it changed since); its graph runs as code. "
+            f"{path} is {KIND_NAMES[kind]} that this user did not export with dlcli (or it changed since); its graph runs as code. "
             "Pass --unsafe only if you trust where it came from."
         )
 
 
-def predictor(kind, path, unsafe=False):
-    """A function from a batch of raw inputs (numpy) to the model's outputs (numpy)."""
-    if kind in ("savedmodel", "tflite") and not unsafe:
-        check_trusted(kind, path)
+def predictor(kind, path, unsafe=False, model=None):
+    """A function from a batch of raw inputs (numpy) to the model's outputs (numpy); `model`
+    is an already loaded Keras model (kind "keras")."""
+    from dlcli import exports
+
     if kind == "keras":
-        model = load_keras(path, unsafe)
+        model = model or load_keras(path, unsafe)
         # Text (object or str arrays, a table's raw cells) goes in as a string tensor.
         as_tensor = lambda x: tf.constant(np.asarray(x).astype(str)) if np.asarray(x).dtype.kind in "OU" and np.ndim(x) > 1 else x
         return lambda x: np.asarray(model.predict(as_tensor(x), verbose=0))
-    if kind == "savedmodel":
-        try:
-            loaded = tf.saved_model.load(str(path))
-            spec = loaded.serve.input_signature[0]
-        except Exception as e:  # no variables/, a damaged graph, no `serve` signature...
-            raise DlcliError(f"cannot load SavedModel {path}: {type(e).__name__}: {first_line(e)}") from None
-        return lambda x: loaded.serve(tf.constant(x, dtype=spec.dtype)).numpy()
-    try:
-        with warnings.catch_warnings():  # tf.lite.Interpreter announces its move to LiteRT on every use
-            warnings.simplefilter("ignore")
-            interpreter = tf.lite.Interpreter(model_path=str(path))
-    except (ValueError, RuntimeError) as e:  # not a FlatBuffer, a truncated file
-        raise DlcliError(f"cannot load TFLite model {path}: {first_line(e)}") from None
-
-    def run(x):
-        source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-        interpreter.resize_tensor_input(source["index"], [len(x), *np.shape(x)[1:]])
-        text = source["dtype"] in (np.bytes_, np.object_)
-        try:
-            interpreter.allocate_tensors()
-            interpreter.set_tensor(source["index"], np.asarray(x, dtype=object if text else source["dtype"]))
-            interpreter.invoke()
-        except RuntimeError as e:
-            if "Flex" not in str(e):
-                raise
-            raise DlcliError(
-                f"{path} uses TensorFlow ops (Flex delegate) that this TFLite interpreter lacks; "
-                "predict with the SavedModel export, or where the Select TF ops runtime is linked."
-            ) from None
-        return interpreter.get_tensor(target["index"]).copy()
-
-    return run
+    info = export_info(path)
+    if not unsafe:
+        check_trusted(kind, path, info)
+    return exports.runner(kind, path, info)
 
 
 # ## Images in, classes out: what the image recipes share

@@ -333,12 +333,16 @@ def export_savedmodel(run_dir):
     is moved in last, so a reader never finds it without its variables."""
     import keras
 
+    from dlcli import exports
+
     run_dir = Path(run_dir)
     model = keras.saving.load_model(run_dir / "model.keras")  # safe mode: what predict would load
     with tempfile.TemporaryDirectory(dir=run_dir, prefix=".savedmodel-") as scratch:
         staged = Path(scratch) / "savedmodel"
         try:
-            model.export(str(staged), format="tf_saved_model", verbose=False)
+            # training=False traced in: Keras' export alone leaves augmentation layers (speech's
+            # RandomTranslation) active in the serving graph.
+            exports.inference_graph(model, None).export(str(staged), format="tf_saved_model", verbose=False)
             names = sorted((p.name for p in staged.iterdir()), key=lambda name: name == "saved_model.pb")
             for name in names:
                 target = run_dir / name

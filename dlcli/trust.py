@@ -5,12 +5,14 @@ writes included), as a Keras `Lambda` layer does. So `dlcli predict` runs one on
 this user's own `dlcli export`: export signs the artifact's bytes with an HMAC-SHA256 key kept
 in the user's dlcli folder (`$DLCLI_HOME`, else `~/.dlcli`, created with mode 0600), and writes
 the signature into the export's sidecar (dlcli.json / FILE.json). An artifact from elsewhere,
-or one changed after export, has no valid signature and needs `--unsafe`. (`.keras` files are
+or one changed after export, has no valid signature and needs `--unsafe`. What else predict
+reads from the sidecar to run the artifact (a text model's vocabulary) is signed with it. (`.keras` files are
 data, not code: Keras' safe mode loads them without running any, and refuses `Lambda` layers.)
 """
 
 import hashlib
 import hmac
+import json
 import os
 import secrets
 from pathlib import Path
@@ -48,14 +50,23 @@ def digest(artifact):
     return h.hexdigest()
 
 
-def sign(artifact):
-    return hmac.new(key(create=True), digest(artifact).encode(), hashlib.sha256).hexdigest()
+def message(artifact, extra):
+    """What is signed: the artifact's digest, and `extra` (JSON, keys sorted) when there is any."""
+    text = digest(artifact)
+    if extra:
+        text += "\0" + json.dumps(extra, sort_keys=True, separators=(",", ":"))
+    return text.encode()
 
 
-def is_own_export(artifact, signature):
-    """Whether `signature` (from the sidecar) is this user's signature of the artifact as it is now."""
+def sign(artifact, extra=None):
+    return hmac.new(key(create=True), message(artifact, extra), hashlib.sha256).hexdigest()
+
+
+def is_own_export(artifact, signature, extra=None):
+    """Whether `signature` (from the sidecar) is this user's signature of the artifact (and of
+    `extra`) as they are now."""
     secret = key()
     if not secret or not isinstance(signature, str):
         return False
-    expected = hmac.new(secret, digest(artifact).encode(), hashlib.sha256).hexdigest()
+    expected = hmac.new(secret, message(artifact, extra), hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected, signature)

@@ -85,7 +85,7 @@ def test_predict_and_export_refuse_bad_input(digits_run, tmp_path):
     one_line_error(invoke("predict", tmp_path / "nowhere", text), "not found")
     one_line_error(invoke("predict", digits_run, text, "--top-k", 0), "--top-k must be a positive integer")
     one_line_error(invoke("export", tmp_path, "--format", "keras"), "is not a dlcli run folder")
-    one_line_error(invoke("export", digits_run, "--format", "onnx"), "--format")
+    one_line_error(invoke("export", digits_run, "--format", "pb"), "--format")
     invoke("export", digits_run, "--format", "keras")
     one_line_error(invoke("export", digits_run, "--format", "keras"), "already exists; pass --overwrite")
 

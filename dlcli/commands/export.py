@@ -1,65 +1,118 @@
-"""`dlcli export RUN_DIR --format keras|savedmodel|tflite`: ship a trained model."""
+"""`dlcli export RUN_DIR --format keras|savedmodel|litert|onnx|openvino`: ship a trained model,
+checked by running it on real inputs in its own runtime before it is reported."""
 
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
 
+import numpy as np
 import typer
 
-from dlcli import options, predict, remote, rundir, trust, ui
+from dlcli import config as config_lib
+from dlcli import data, exports, options, predict, registry, remote, rundir, trust, ui
 from dlcli.errors import DlcliError
 from dlcli.run import Run
 
-DEFAULT_NAMES = {"keras": "model.keras", "savedmodel": "savedmodel", "tflite": "model.tflite"}
+CHECK_EXAMPLES = 8  # test inputs each export is checked on
 
 
 def export_command(
     run_dir: options.RunDir,
-    format: Annotated[Literal["keras", "savedmodel", "tflite"], typer.Option(help="keras, savedmodel (TF Serving) or tflite.")] = "savedmodel",
+    format: Annotated[
+        Literal["keras", "savedmodel", "litert", "tflite", "onnx", "openvino"],
+        typer.Option(help="keras, savedmodel (TF Serving), litert (= tflite), onnx or openvino; the last three need the export extra."),
+    ] = "savedmodel",
     output: options.ExportOutput = None,
     overwrite: options.Overwrite = False,
     unsafe: options.Unsafe = False,
 ):
-    """Export a run's model as .keras, a SavedModel (serving signature on raw inputs) or TFLite."""
+    """Export a run's model, then run the export on a few of the run's test inputs in its own
+    runtime and compare with the Keras model: it is kept only when they agree."""
+    name = exports.canonical(format)
+    exports.require(name)
     if remote.is_remote(output):
         raise DlcliError(f"--output {remote.url(output)}: export into the gs:// run folder itself (the default, RUN_DIR/export/...) or to a local path.")
     run_dir = remote.local_run(run_dir)  # a gs:// run: its local copy; the export goes back up with it
     run = Run(run_dir)
-    target = Path(output) if output else run_dir / "export" / DEFAULT_NAMES[format]
+    target = Path(output) if output else run_dir / "export" / exports.FORMATS[name].default_name
     check_target(target, run.path, overwrite)
     model = predict.load_keras(run.model_path, unsafe)
+    inputs = check_inputs(run) if name != "keras" else None
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".export-") as scratch:
         staged = Path(scratch) / target.name
-        if format == "keras":
+        if name == "keras":
             shutil.copyfile(run.model_path, staged)
+            extra = {}
         else:
-            savedmodel = Path(scratch) / "savedmodel"
-            model.export(str(savedmodel), format="tf_saved_model", verbose=False)
-            if format == "savedmodel":
-                savedmodel.rename(staged)
-            else:
-                staged.write_bytes(to_tflite(savedmodel))
+            extra = exports.write(name, model, staged)
         # The sidecar makes the export usable alone, marks it as dlcli's (what --overwrite may
-        # replace) and signs it (what predict runs without --unsafe: see dlcli/trust.py).
-        rundir.write_json(predict.sidecar(staged), {**run.record.to_dict(), "export": {"format": format, "signature": trust.sign(staged)}})
-        # Replace the old export only once the new one is complete.
+        # replace) and signs it with what predict reads from it (see dlcli/trust.py).
+        export = {"format": name, **extra, "signature": trust.sign(staged, extra)}
+        rundir.write_json(predict.sidecar(staged), {**run.record.to_dict(), "export": export})
+        if inputs is not None:
+            difference, tolerance = check(model, name, staged, inputs)
+            export["check"] = {"examples": len(inputs), "max_abs_difference": difference, "tolerance": tolerance}
+            rundir.write_json(predict.sidecar(staged), {**run.record.to_dict(), "export": export})
+        # Replace the old export only once the new one is complete and checked.
         if target.is_dir():
             shutil.rmtree(target)
         elif target.exists():
             target.unlink()
         staged.rename(target)
-        if format != "savedmodel":
+        if not staged.is_dir() and predict.sidecar(staged).exists():
             predict.sidecar(staged).replace(predict.sidecar(target))
     remote.push(run_dir)
-    ui.console.print(f"exported {format} to {target}")
+    if inputs is not None:
+        ui.console.print(
+            f"checked {name} on {len(inputs)} test inputs: largest difference from the Keras model {difference:.2e} "
+            f"(tolerance {tolerance:.1e})"
+        )
+    ui.console.print(f"exported {name} to {target}")
+
+
+def check_inputs(run):
+    """A few raw inputs from the run's test split, as the run's model.keras reads them."""
+    record = run.record
+    module = registry.load(record.recipe)
+    config = config_lib.resolve(module.Config, record.recipe, toml_values=record.config)
+    try:
+        splits = module.load_data(config)
+    except DlcliError as e:
+        raise DlcliError(f"cannot read the run's data to check the export on: {e}") from None
+    inputs = data.arrays(splits.test, CHECK_EXAMPLES)[0]
+    if not len(inputs):
+        raise DlcliError("the run's test split is empty: there is nothing to check the export on.")
+    return inputs
+
+
+def check(model, name, staged, inputs):
+    """(largest difference, tolerance) of the export at `staged` against the Keras model on
+    `inputs`, through predict's own path (signature check, runtime, text tokenizer). One input
+    at a time on both sides: LiteRT exports take a batch of 1, and a model may not treat the
+    examples of a batch independently (Keras' MelSpectrogram clamps its decibels at top_db
+    below the loudest value of the whole batch)."""
+    keras_model = predict.predictor("keras", None, model=model)
+    expected = np.concatenate([keras_model(inputs[i:i + 1]) for i in range(len(inputs))])
+    try:
+        export = predict.predictor(name, staged)
+        found = np.concatenate([export(inputs[i:i + 1]) for i in range(len(inputs))])
+    except DlcliError as e:  # converted, but its own runtime cannot load or run it
+        raise DlcliError(f"cannot convert {model.name} to {name}: the export does not run: {e}") from None
+    difference, tolerance = exports.largest_difference(expected, found)
+    if not difference <= tolerance:  # NaN fails too
+        raise DlcliError(
+            f"the {name} export differs from the Keras model by up to {difference:.3g} on the run's test inputs "
+            f"(tolerance {tolerance:.1g}); it was not written."
+        )
+    return difference, tolerance
 
 
 def is_dlcli_export(path):
     """Whether `path` is something `dlcli export` wrote: it has the sidecar export writes."""
     sidecar = predict.sidecar(path)
-    return sidecar.is_file() and (path.is_file() or (path / "saved_model.pb").is_file())
+    return sidecar.is_file() and (path.is_file() or (path / "saved_model.pb").is_file() or (path / "model.xml").is_file())
 
 
 def check_target(target, run_dir, overwrite):
@@ -77,12 +130,3 @@ def check_target(target, run_dir, overwrite):
             f"{target} holds files that dlcli did not export; --overwrite only replaces a previous dlcli export. Choose another --output."
         )
 
-
-def to_tflite(savedmodel):
-    from dlcli.lazy import tf
-
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(savedmodel))
-    # Text models keep TensorFlow's string ops and LSTMs their TensorList ops: allow TF ops.
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
-    converter._experimental_lower_tensor_list_ops = False
-    return converter.convert()

@@ -18,7 +18,7 @@ def predict_command(
     unsafe: options.Unsafe = False,
     as_json: options.Json = False,
 ):
-    """Predict with a trained run or an exported model (.keras, SavedModel, .tflite)."""
+    """Predict with a trained run or an exported model (.keras, SavedModel, .tflite, .onnx, OpenVINO)."""
     if top_k < 1:
         raise DlcliError(f"--top-k must be a positive integer. Received: {top_k}")
     record, kind, artifact = predict.locate(remote.local_run(model, what="model"))
