@@ -37,7 +37,7 @@ def verify(prefix):
         older = []
     intact = next((p for p in reversed(older) if p != name and damage(f"{folder}/{p}") is None), None)
     raise DlcliError(
-        f"--resume: checkpoint {name} in {folder} is damaged ({why}); nothing was changed. "
+        f"cannot resume: checkpoint {name} in {folder} is damaged ({why}); nothing was changed. "
         + (f'The older {intact} is intact: to resume from it, set model_checkpoint_path: "{intact}" in {folder}/checkpoint; ' if intact else "")
         + "or train again with --overwrite."
     )

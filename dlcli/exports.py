@@ -22,7 +22,7 @@ import numpy as np
 
 from dlcli.errors import DlcliError
 
-EXTRA = 'pip install "dlcli[export]"'
+EXTRA = 'pip install -e ".[export]" in the dlcli checkout'
 
 
 @dataclass(frozen=True)

@@ -245,7 +245,7 @@ def report_to_vertex(run_dir, monitor, console):
     try:
         import hypertune
     except ImportError:
-        console.print("notice: a Vertex AI tuning trial, but cloudml-hypertune is not installed: the metric is not reported (pip install 'dlcli[tune]').")
+        console.print("notice: a Vertex AI tuning trial, but cloudml-hypertune is not installed: the metric is not reported (pip install -e '.[tune]' in the dlcli checkout).")
         return None
     value = objective(run_dir, monitor)
     tag = os.environ.get("CLOUD_ML_HP_METRIC_TAG") or monitor

@@ -176,7 +176,7 @@ def test_a_missing_runtime_is_one_line_naming_the_extra(fmt, module, trained, ra
     for args in (["export", run, "--format", fmt, "-o", tmp_path / "again" / FORMATS[fmt]], ["predict", exported, raw_inputs["images"][0]]):
         result = invoke(env, *args)
         assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
-        assert module in result.stderr and 'pip install "dlcli[export]"' in result.stderr, result.stderr
+        assert module in result.stderr and 'pip install -e ".[export]"' in result.stderr, result.stderr
     assert not (tmp_path / "again").exists()
 
 

@@ -80,7 +80,7 @@ def test_colour_and_odd_sized_images_are_converted(digits_run, tmp_path):
 def test_predict_and_export_refuse_bad_input(digits_run, tmp_path):
     text = tmp_path / "notes.png"
     text.write_text("not an image")
-    one_line_error(invoke("predict", digits_run, text), "notes.png is not an image")
+    one_line_error(invoke("predict", digits_run, text), "notes.png is not a readable image")
     one_line_error(invoke("predict", digits_run, tmp_path / "missing.png"), "input image not found")
     one_line_error(invoke("predict", tmp_path / "nowhere", text), "not found")
     one_line_error(invoke("predict", digits_run, text, "--top-k", 0), "--top-k must be a positive integer")

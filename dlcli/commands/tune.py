@@ -67,7 +67,7 @@ def tune_command(
         str | None, typer.Option(help="Validation metric to optimise, a history.csv column \\[default: the recipe's, else val_loss].", show_default=False)
     ] = None,
     direction: Annotated[
-        Direction | None, typer.Option(help="min or max \\[default: min for losses and errors, else max].", show_default=False)
+        Direction | None, typer.Option(help="min or max \\[default: max for accuracy, auc, precision, recall; else min].", show_default=False)
     ] = None,
     epochs: Annotated[int | None, typer.Option(help=f"Epochs per trial \\[default: {options.RECIPE_DEFAULT}].", show_default=False)] = None,
     dataset: options.Dataset = None,
@@ -136,7 +136,7 @@ def tune_command(
     study = open_study(out_dir, search, mode)
     trial_args = [*_strategy_args(strategy, tpu, cpu_devices)]
 
-    with StopSignals() as stop:
+    with TrialSignals() as stop:
 
         def run(number, params):
             try:
@@ -213,7 +213,7 @@ def open_study(out_dir, search, mode):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
     except ImportError:
-        raise DlcliError("dlcli tune needs Optuna: pip install 'dlcli[tune]'") from None
+        raise DlcliError("dlcli tune needs Optuna: pip install -e '.[tune]' in the dlcli checkout") from None
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     path = Path(out_dir) / STUDY_FILE
@@ -339,7 +339,7 @@ def wait_for_lock(folder):
             time.sleep(1)
 
 
-class StopSignals:
+class TrialSignals:
     """SIGTERM and Ctrl-C stop the search after the trial in flight has saved its checkpoint.
 
     The trial runs in its own session, so a Ctrl-C at the terminal reaches it once, forwarded

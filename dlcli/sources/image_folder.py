@@ -72,15 +72,6 @@ def layout(root):
     return found
 
 
-def file_format(path):
-    """'PNG', 'JPEG', ... from the first bytes of the file, or None if it is no image dlcli reads."""
-    try:
-        with open(path, "rb") as f:
-            return head_format(f.read(16))
-    except OSError:
-        return None
-
-
 def check_image(path):
     """None if `path` is an image dlcli can decode within the pixel budget, else why not. Cheap
     enough for every file of a folder (about 50 us): the header's size and the file's last
