@@ -205,9 +205,12 @@ def savedmodel_runner(path):
 def litert_runner(path):
     from ai_edge_litert.interpreter import Interpreter
 
+    from dlcli.lazy import native_stderr_filtered
+
     try:
-        interpreter = Interpreter(model_path=str(path))
-        interpreter.allocate_tensors()
+        with native_stderr_filtered():  # "INFO: Created TensorFlow Lite XNNPACK delegate" is not news
+            interpreter = Interpreter(model_path=str(path))
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as e:  # not a FlatBuffer, a truncated file, ops it lacks
         raise DlcliError(f"cannot load LiteRT model {path}: {first_line(e)}") from None
     source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]

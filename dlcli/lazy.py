@@ -11,6 +11,7 @@ import therefore runs with the process' stderr (file descriptor 2) captured, and
 is not such a line. DLCLI_DEBUG=1 shows everything.
 """
 
+import contextlib
 import importlib
 import os
 import re
@@ -21,7 +22,8 @@ import tempfile
 # warning about them, and the CPU feature note that follows one of them.
 NOISE = re.compile(
     r"^([IWEF]\d{4} \d\d:\d\d:[\d.]+\s+\d+ \S+\.cc:\d+\]|WARNING: All log messages before absl::InitializeLog"
-    r"|To enable the following instructions|oneDNN custom operations are on)"
+    r"|To enable the following instructions|oneDNN custom operations are on"
+    r"|INFO: Created TensorFlow Lite XNNPACK delegate)"
 )
 _quiet_done = False
 
@@ -36,18 +38,37 @@ def import_tensorflow():
     if os.environ.get("DLCLI_DEBUG"):
         importlib.import_module("tensorflow")
         return
+    with native_stderr_filtered():
+        # Listing the physical devices is where CUDA is probed (`cuInit`); it does not fix
+        # the logical devices, so --cpu-devices can still split the CPU afterwards.
+        importlib.import_module("tensorflow").config.list_physical_devices()
+    # absl's Python warnings (tfds: "Variant folder ... has no dataset_info.json") are not the
+    # user's business either; errors still show.
+    import logging
+
+    import absl.logging
+
+    absl.logging.set_verbosity(absl.logging.ERROR)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # e.g. "Checkpoint ignored": dlcli says it in its own words
+
+
+@contextlib.contextmanager
+def native_stderr_filtered():
+    """Runs the block with file descriptor 2 captured, then replays what is not a NOISE line:
+    for native code (TensorFlow's start-up, the LiteRT interpreter) that writes past Python."""
+    if os.environ.get("DLCLI_DEBUG"):
+        yield
+        return
     try:
         saved = os.dup(2)
     except OSError:  # no stderr to protect
-        importlib.import_module("tensorflow").config.list_physical_devices()
+        yield
         return
     with tempfile.TemporaryFile() as captured:
         sys.stderr.flush()
         os.dup2(captured.fileno(), 2)
         try:
-            # Listing the physical devices is where CUDA is probed (`cuInit`); it does not fix
-            # the logical devices, so --cpu-devices can still split the CPU afterwards.
-            importlib.import_module("tensorflow").config.list_physical_devices()
+            yield
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
@@ -57,14 +78,6 @@ def import_tensorflow():
             kept = "".join(line for line in lines if not NOISE.match(line))
             if kept:
                 sys.stderr.write(kept)
-    # absl's Python warnings (tfds: "Variant folder ... has no dataset_info.json") are not the
-    # user's business either; errors still show.
-    import logging
-
-    import absl.logging
-
-    absl.logging.set_verbosity(absl.logging.ERROR)
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # e.g. "Checkpoint ignored": dlcli says it in its own words
 
 
 class LazyModule:
