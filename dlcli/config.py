@@ -51,6 +51,17 @@ FRACTION = Range(0, 1, high_open=True)  # dropout rates and the like
 MAX_STEPS = 2**31 - 1  # what a step counter may reach, with room to spare in int64
 
 
+def monitor_of(recipe, config):
+    """The metric early stopping, the best model and `dlcli tune` follow: `config.monitor`, else
+    the recipe's `MONITOR`, else val_loss."""
+    return getattr(config, "monitor", "") or getattr(recipe, "MONITOR", "") or "val_loss"
+
+
+def auto_mode(monitor):
+    """What `mode = "auto"` picks: max for accuracy-like metrics, min for the rest (losses, errors)."""
+    return "max" if any(word in monitor for word in ("accuracy", "auc", "precision", "recall")) else "min"
+
+
 @dataclass
 class TrainConfig:
     """What every recipe shares. A recipe's `Config` extends it and changes its defaults."""

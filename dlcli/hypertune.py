@@ -141,12 +141,6 @@ def space_record(space):
 # ## The objective: a validation metric a finished run folder holds
 
 
-def guess_direction(monitor):
-    """max for accuracy-like metrics, min for the rest (losses, errors): what early stopping's
-    `mode = "auto"` picks."""
-    return "max" if any(word in monitor for word in ("accuracy", "auc", "precision", "recall")) else "min"
-
-
 def objective(run_dir, monitor):
     """The value of `monitor` (a history.csv column such as val_loss) at the epoch whose weights
     the run kept in model.keras (metrics.json's `model_epoch`: the best epoch with early
@@ -255,9 +249,3 @@ def report_to_vertex(run_dir, monitor, console):
     )
     console.print(f"reported {tag} = {value:.6g} to Vertex AI hyperparameter tuning")
     return tag, value
-
-
-def default_monitor(module, config):
-    """The metric to tune on: the config's `monitor` when it has one (early stopping's), else the
-    recipe's MONITOR, else val_loss."""
-    return getattr(config, "monitor", None) or getattr(module, "MONITOR", "val_loss")

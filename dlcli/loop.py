@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from dlcli import checkpoint_check, remote, rundir
+from dlcli import config as config_lib
 from dlcli.data import Files, count
 from dlcli.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, DlcliError, WriteError
 from dlcli.lazy import keras, tf
@@ -286,24 +287,16 @@ def stop_check(strategy, signals):
 # ## Hooks: what runs beside training (TensorBoard, early stopping)
 
 
-def monitor_name(recipe, config):
-    """The metric early stopping and the best model follow: `config.monitor`, else the recipe's
-    `MONITOR`, else val_loss."""
-    return config.monitor or getattr(recipe, "MONITOR", "") or "val_loss"
-
-
 def monitor_mode(config, monitor):
     """min or max; `auto` maximises accuracy-like metrics and minimises the rest (losses, errors)."""
-    if config.mode != "auto":
-        return config.mode
-    return "max" if any(word in monitor for word in ("accuracy", "auc", "precision", "recall")) else "min"
+    return config.mode if config.mode != "auto" else config_lib.auto_mode(monitor)
 
 
 def check_monitor(recipe, config, metric_names, has_validation):
     """Refuses, before training, a monitor the run will not produce. Only matters when early
     stopping is on or a monitor was named; otherwise a default that does not exist (no
     validation split) just leaves the best epoch unknown."""
-    monitor = monitor_name(recipe, config)
+    monitor = config_lib.monitor_of(recipe, config)
     produced = [*metric_names, *(f"val_{name}" for name in metric_names if has_validation)]
     if monitor in produced or not (config.early_stopping or config.monitor):
         return
@@ -527,7 +520,7 @@ def build(recipe, config, splits, strategy, the_plan, report):
     step = tf.Variable(0, dtype=tf.int64, trainable=False)
     early_stopping = None
     if config.early_stopping:
-        monitor = monitor_name(recipe, config)
+        monitor = config_lib.monitor_of(recipe, config)
         early_stopping = EarlyStopping(
             model, strategy, monitor, monitor_mode(config, monitor), config.early_stopping, config.min_delta
         )
@@ -702,7 +695,7 @@ def finish(recipe, state, config, splits, test_split, strategy, the_plan, run_di
         return recipe.inference_model(state.model, splits) if hasattr(recipe, "inference_model") else state.model
 
     last_epoch = len(state.history)
-    monitor = monitor_name(recipe, config)
+    monitor = config_lib.monitor_of(recipe, config)
     stopping = state.early_stopping
     if stopping:
         if chief:
@@ -771,7 +764,7 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
         start_run_dir(run_dir, overwrite, record)
         report("run_dir_ready", run_dir=run_dir)
         name = recipe.__name__.split(".")[-1]
-        hparams = {"recipe": name, **dataclasses.asdict(config), "monitor": monitor_name(recipe, config)}
+        hparams = {"recipe": name, **dataclasses.asdict(config), "monitor": config_lib.monitor_of(recipe, config)}
         hooks.append(TensorBoardLog(rundir.logs_dir(run_dir), hparams, trial_id=run_dir.name))
         hooks.extend(remote.sync_hooks(run_dir))  # last: uploads what the hooks above wrote
     checkpoints = Checkpoints(state, run_dir, chief)

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from dlcli import loop, rundir
 from dlcli.cli import app
+from dlcli import config as config_lib
 from dlcli.config import TrainConfig
 from tests.test_cli import assert_one_line_error
 from tests.test_fault_tolerance import finish, start, wait_for
@@ -25,8 +26,8 @@ def test_mode_follows_the_metric_unless_given():
     assert loop.monitor_mode(TrainConfig(), "val_mae") == "min"
     assert loop.monitor_mode(TrainConfig(), "val_accuracy") == "max"
     assert loop.monitor_mode(TrainConfig(mode="min"), "val_accuracy") == "min"
-    assert loop.monitor_name(cnn, TrainConfig()) == "val_loss"
-    assert loop.monitor_name(cnn, TrainConfig(monitor="val_accuracy")) == "val_accuracy"
+    assert config_lib.monitor_of(cnn, TrainConfig()) == "val_loss"
+    assert config_lib.monitor_of(cnn, TrainConfig(monitor="val_accuracy")) == "val_accuracy"
 
 
 def test_best_in_history_skips_missing_and_non_finite_values():

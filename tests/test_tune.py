@@ -11,6 +11,7 @@ import time
 import pytest
 from typer.testing import CliRunner
 
+from dlcli import config as config_lib
 from dlcli import hypertune
 from dlcli.cli import app
 from dlcli.errors import DlcliError
@@ -207,4 +208,4 @@ def test_objective_is_read_at_the_epoch_the_run_kept(tmp_path):
     assert hypertune.objective(tmp_path, "val_loss") == 0.4  # early stopping kept epoch 2
     with pytest.raises(DlcliError, match="val_loss, val_accuracy"):
         hypertune.objective(tmp_path, "val_auc")
-    assert (hypertune.guess_direction("val_accuracy"), hypertune.guess_direction("val_mae")) == ("max", "min")
+    assert (config_lib.auto_mode("val_accuracy"), config_lib.auto_mode("val_mae")) == ("max", "min")

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
+from dlcli import config as config_lib
 from dlcli import hypertune, options, rundir, ui
 from dlcli.errors import DlcliError
 from dlcli.run import RunRecord
@@ -192,7 +193,7 @@ def sort_rows(rows, spec):
         raise DlcliError(
             f"no run has the metric {key!r} to sort by; metrics here: {', '.join([*known, 'seconds', 'epochs', 'best_epoch'])}."
         )
-    descending = order == "desc" or (not order and hypertune.guess_direction(key) == "max" and key not in ("seconds", "epochs"))
+    descending = order == "desc" or (not order and config_lib.auto_mode(key) == "max" and key not in ("seconds", "epochs"))
     with_value = [row for row in rows if metric(row, key) is not None]
     without = [row for row in rows if metric(row, key) is None]
     return sorted(with_value, key=lambda row: metric(row, key), reverse=descending) + without

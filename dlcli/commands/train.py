@@ -171,7 +171,7 @@ def train_command(
                 out.print(f"  {run_dir / name}")
         out.print(f"  TensorBoard: tensorboard --logdir {rundir.logs_dir(run_dir)}")
     if chief and hypertune.vertex_tuning():
-        hypertune.report_to_vertex(run_dir, hypertune.default_monitor(module, config), out)
+        hypertune.report_to_vertex(run_dir, config_lib.monitor_of(module, config), out)
     if as_json:
         ui.print_json({"run_dir": str(run_dir), **final})
 

@@ -119,8 +119,8 @@ def tune_command(
         raise DlcliError(f"--output {remote.url(output)}: dlcli tune writes a local folder; pass a local path or /gcs/... (Cloud Storage FUSE).")
     data.check_dataset(base, module.DATASETS, recipe)
     fixed = {k: getattr(base, k) for k in overrides}  # typed as the config has them
-    monitor = monitor or hypertune.default_monitor(module, base)
-    mode = (direction.value if direction else None) or _config_mode(base) or hypertune.guess_direction(monitor)
+    monitor = monitor or config_lib.monitor_of(module, base)
+    mode = (direction.value if direction else None) or _config_mode(base) or config_lib.auto_mode(monitor)
     out_dir = rundir.resolve_run_dir(output, recipe) if output is not None else rundir.runs_root() / f"tune-{recipe}"
     if out_dir.exists() and not out_dir.is_dir():
         raise DlcliError(f"--output {out_dir} exists and is not a folder.")
