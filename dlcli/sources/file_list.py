@@ -105,12 +105,10 @@ def describe(path):
 
 def load(path, config):
     skip_bad = bool(getattr(config, "skip_bad", False))
-    resize = getattr(config, "resize", "stretch")
     paths, labels, names, skipped = scan(path, skip_bad)
     sizes, modes, _ = image_folder.sample_headers(paths, skip_bad)
-    channels = getattr(config, "channels", 0) or image_folder.choose_shape(sizes, modes)[2]
-    height, width, _ = image_folder.choose_shape(sizes, modes, getattr(config, "image_size", ""))
-    files = Files(paths, labels, image_folder.decoder((height, width, channels), resize))
+    (height, width, channels), resize, decode = image_folder.shape_and_decoder(sizes, modes, config)
+    files = Files(paths, labels, decode)
     train, test = stratified_split(files, 0.2, seed=0)
     notes = [f"{height}x{width}x{channels} ({resize})"] + [f"{len(f)} skipped: {reason}" for reason, f in skipped.items()]
     return Dataset(

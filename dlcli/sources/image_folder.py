@@ -297,18 +297,24 @@ def describe(path):
     return facts
 
 
+def shape_and_decoder(sizes, modes, config):
+    """The (height, width, channels) every image becomes, from the headers seen and the config
+    (`image_size`, `channels`, `resize`), and the one decode function for it."""
+    resize = getattr(config, "resize", "stretch")
+    channels = getattr(config, "channels", 0) or choose_shape(sizes, modes)[2]
+    height, width, _ = choose_shape(sizes, modes, getattr(config, "image_size", ""))
+    return (height, width, channels), resize, decoder((height, width, channels), resize)
+
+
 def load(path, config):
     skip_bad = bool(getattr(config, "skip_bad", False))
-    resize = getattr(config, "resize", "stretch")
     splits, names, skipped = scan(Path(path), skip_bad)
     first = splits.get("train", splits.get("all"))
     sizes, modes, bad = sample_headers(first[0], skip_bad)
     if bad:
         skipped.setdefault("unreadable image (skip_bad)", []).extend(bad)
         splits = {s: (p[~np.isin(p, bad)], y[~np.isin(p, bad)]) for s, (p, y) in splits.items()}
-    channels = getattr(config, "channels", 0) or choose_shape(sizes, modes)[2]
-    height, width, _ = choose_shape(sizes, modes, getattr(config, "image_size", ""))
-    decode = decoder((height, width, channels), resize)
+    (height, width, channels), resize, decode = shape_and_decoder(sizes, modes, config)
     files = {split: Files(p, y, decode) for split, (p, y) in splits.items()}
     if "all" in files:
         files["train"], files["test"] = stratified_split(files.pop("all"), 0.2, seed=0)
