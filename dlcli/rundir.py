@@ -331,12 +331,10 @@ def export_savedmodel(run_dir):
     variables/), the layout Vertex AI's model registry and prediction containers load from
     AIP_MODEL_DIR. Built in a scratch folder first; saved_model.pb, which readers look for,
     is moved in last, so a reader never finds it without its variables."""
-    import keras
-
-    from dlcli import exports
+    from dlcli import exports, predict
 
     run_dir = Path(run_dir)
-    model = keras.saving.load_model(run_dir / "model.keras")  # safe mode: what predict would load
+    model = predict.load_keras(run_dir / "model.keras")  # dlcli's one loader: safe mode, its own layers, the size budget
     with tempfile.TemporaryDirectory(dir=run_dir, prefix=".savedmodel-") as scratch:
         staged = Path(scratch) / "savedmodel"
         try:
