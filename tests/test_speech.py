@@ -52,6 +52,19 @@ def test_read_wav_mixes_down_resamples_and_reads_every_pcm_width(tmp_path):
     assert abs(np.argmax(np.abs(np.fft.rfft(clip))) * 8000 / len(clip) - 440) < 5
 
 
+def test_odd_and_damaged_sample_rates_resample_in_bounded_memory_or_are_refused(tmp_path):
+    # 44101 Hz against 8 kHz is coprime: an exact polyphase filter would need ~880k taps.
+    clip = audio.read_clip(write_wav(tmp_path / "odd.wav", tone(440, 0.5, rate=44101), rate=44101), 8000)
+    assert abs(len(clip) - 4000) <= 1 and abs(np.argmax(np.abs(np.fft.rfft(clip))) * 8000 / len(clip) - 440) < 5
+    for rate in (1, 2**31 - 1):  # a damaged header: resampling from it would take gigabytes
+        path = write_wav(tmp_path / f"r{rate}.wav", tone(440, 0.01), rate=8000)
+        raw = bytearray(path.read_bytes())
+        raw[24:28] = rate.to_bytes(4, "little")  # the fmt chunk's sample rate
+        path.write_bytes(bytes(raw))
+        with pytest.raises(DlcliError, match=f"declares a sample rate of {rate} Hz"):
+            audio.read_clip(path, 8000)
+
+
 def test_clips_are_centred_and_padded_or_cropped():
     assert audio.fit_length(np.ones(3, np.float32), 7).tolist() == [0, 0, 1, 1, 1, 0, 0]
     assert audio.fit_length(np.arange(10, dtype=np.float32), 4).tolist() == [3, 4, 5, 6]
