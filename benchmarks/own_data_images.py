@@ -2,18 +2,22 @@
 
     python benchmarks/own_data_images.py                 # 20k and 100k images
     python benchmarks/own_data_images.py 2000 20000      # other sizes
+    python benchmarks/own_data_images.py throughput      # (b) only [--repeats 3]
 
 Generates N 64x64 RGB JPEGs in 10 class folders under /tmp (never in the repository), then
 (a) the peak RSS of `dlcli train cnn --data FOLDER` (one epoch of 50 steps, then the test
 evaluation over a fifth of the images) and the time until training starts (the line announcing
-the global batch, printed just before the first step), per size; (b) training throughput of the
-smallest folder streamed (default), with `--set cache=memory`, and as the same pixels pre-decoded
-into an IDX folder (arrays in memory).
+the global batch, printed just before the first step), per size; (b) training throughput (200
+steps of 128) on 2000 greyscale 64x64 JPEGs: streamed (default), with `--set cache=memory`, and
+the same decoded pixels as MNIST-format IDX files, which dlcli holds in RAM as arrays (the
+"pre-decoded in memory" side). Greyscale because IDX files hold one channel; the model, batch
+and steps are the same on all three. The sides alternate, `--repeats` times, medians printed.
 """
 
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,11 +32,11 @@ from benchmarks.startup_memory import DLCLI, ENV, REPO, peak_memory_mib, until_t
 ROOT = Path(tempfile.gettempdir()) / "dlcli_own_images"
 
 
-def generate(n, seed=0):
-    """N 64x64 JPEGs, class = a coloured square's hue, in train/<class>/ (and their pixels)."""
+def generate(n, seed=0, grey=False):
+    """N 64x64 JPEGs in <class>/ folders, class = a coloured (or grey) square's brightness."""
     from PIL import Image
 
-    folder = ROOT / f"jpeg{n}"
+    folder = ROOT / f"jpeg{n}{'_grey' if grey else ''}"
     if (folder / "done").is_file():
         return folder
     shutil.rmtree(folder, ignore_errors=True)
@@ -44,9 +48,35 @@ def generate(n, seed=0):
         image = rng.integers(0, 80, (64, 64, 3), dtype=np.uint8)
         y, x = rng.integers(0, 40, 2)
         image[y : y + 24, x : x + 24, c % 3] = 128 + 12 * c
-        Image.fromarray(image).save(folder / f"c{c}" / f"{i}.jpg", quality=90)
+        image = Image.fromarray(image)
+        (image.convert("L") if grey else image).save(folder / f"c{c}" / f"{i}.jpg", quality=90)
     (folder / "done").write_text("")
     return folder
+
+
+def predecoded(folder):
+    """The folder's images decoded once (by TensorFlow's JPEG decoder, as training decodes
+    them) into MNIST-format IDX files: train holds every image, t10k the first 500."""
+    import gzip
+
+    import tensorflow as tf
+
+    from dlcli.sources.idx import FILES
+
+    target = folder.with_name(folder.name + "_idx")
+    if (target / "done").is_file():
+        return target
+    target.mkdir(exist_ok=True)
+    paths = sorted(folder.glob("c*/*.jpg"))
+    x = np.stack([tf.io.decode_jpeg(tf.io.read_file(str(p)), channels=1).numpy()[..., 0] for p in paths])
+    y = np.array([int(p.parent.name[1:]) for p in paths], np.uint8)
+    for split, (xs, ys) in {"train": (x, y), "test": (x[:500], y[:500])}.items():
+        for name, array in zip(FILES[split], (xs, ys)):
+            magic = 2051 if array.ndim == 3 else 2049
+            header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+            (target / (name + ".gz")).write_bytes(gzip.compress(header + array.tobytes(), compresslevel=1))
+    (target / "done").write_text("")
+    return target
 
 
 def train_args(folder, run, *extra, steps=50):
@@ -61,7 +91,7 @@ def examples_per_sec(args):
     return float(re.search(r"\(([\d.]+) examples/s\)", result.stdout + result.stderr).group(1))
 
 
-def main(sizes):
+def main(sizes, repeats):
     run = Path(tempfile.mkdtemp()) / "run"
     print(f"machine: {os.cpu_count()} CPU cores; images: 64x64 RGB JPEG, 10 classes")
     print("| images | peak RSS (MiB) | until training starts (s) |")
@@ -73,12 +103,32 @@ def main(sizes):
         seconds = until_training_starts(train_args(folder, run))
         rss = peak_memory_mib(train_args(folder, run))
         print(f"| {n} | {rss:.0f} | {seconds:.1f} |", flush=True)
-    folder = generate(sizes[0])
-    print("\n| input | examples/s (training, 200 steps) |")
-    print("|---|---|")
-    for label, extra in (("JPEG folder, streamed", []), ("JPEG folder, --set cache=memory", ["--set", "cache=memory"])):
-        print(f"| {label} | {examples_per_sec(train_args(folder, run, *extra, steps=200)):.0f} |", flush=True)
+    throughput(repeats, run)
+
+
+def throughput(repeats, run):
+    folder = generate(2000, grey=True)
+    sides = {
+        "pre-decoded arrays (IDX)": [predecoded(folder), []],
+        "JPEG folder, streamed": [folder, []],
+        "JPEG folder, --set cache=memory": [folder, ["--set", "cache=memory"]],
+    }
+    seen = {label: [] for label in sides}
+    for _ in range(repeats):  # alternating: each round runs every side once
+        for label, (data, extra) in sides.items():
+            seen[label].append(examples_per_sec(train_args(data, run, *extra, steps=200)))
+    base = statistics.median(seen["pre-decoded arrays (IDX)"])
+    print(f"\n| input (2000 grey 64x64 JPEGs, 200 steps of 128) | examples/s, median of {repeats} | vs pre-decoded |")
+    print("|---|---|---|")
+    for label, values in seen.items():
+        print(f"| {label} | {statistics.median(values):.0f} ({', '.join(f'{v:.0f}' for v in values)}) | {statistics.median(values) / base:.2f}x |")
 
 
 if __name__ == "__main__":
-    main([int(a) for a in sys.argv[1:]] or [20000, 100000])
+    args = sys.argv[1:]
+    repeats = int(args.pop(args.index("--repeats") + 1)) if "--repeats" in args else 3
+    args = [a for a in args if a != "--repeats"]
+    if args == ["throughput"]:
+        throughput(repeats, Path(tempfile.mkdtemp()) / "run")
+    else:
+        main([int(a) for a in args] or [20000, 100000], repeats)

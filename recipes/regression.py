@@ -200,7 +200,7 @@ def synthetic(config):
 def build_model(config, splits):
     if "spec" in splits.info:  # raw cells in
         inputs = keras.Input(shape=splits.input_shape, dtype="string")
-        from dlcli.tabular import TableFeatures
+        from dlcli.layers import TableFeatures
 
         x = TableFeatures(splits.info["spec"], name="table_features")(inputs)
         outputs = keras.layers.Dense(1, kernel_initializer="zeros", dtype="float32", name="linear")(x)
