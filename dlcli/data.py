@@ -7,6 +7,7 @@ example *indices* from a seeded shuffle, so any number of replicas sees the same
 resumed run continues with the batches it would have seen.
 """
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +87,29 @@ def arrays(split, limit=None):
 
 def targets(split):
     return split.targets if isinstance(split, Files) else split[1]
+
+
+@contextlib.contextmanager
+def naming_undecodable_files(*splits):
+    """A decode failure in tf.data (one opaque "Graph execution error") becomes one line that
+    names the file: the listed files of `splits` are decoded again, eagerly, to find it. The
+    listing checks each image's header and end, so this is a file damaged inside."""
+    from dlcli.lazy import tf
+
+    try:
+        yield
+    except tf.errors.InvalidArgumentError:
+        for split in splits:
+            for path in split.paths if isinstance(split, Files) else ():
+                try:
+                    split.decode(tf.constant(path))
+                except (tf.errors.OpError, ValueError) as e:
+                    why = str(getattr(e, "message", e)).split("}}")[-1].split("[Op:")[0].strip().splitlines()[0][:120]
+                    raise DlcliError(
+                        f"{printable(path)} cannot be decoded ({why}): it is damaged inside, where the listing does not "
+                        "look. Remove it, or let --set skip_bad=true decode every file at the start and skip such ones."
+                    ) from None
+        raise
 
 
 def count(split):
@@ -228,7 +252,8 @@ def load_images(config):
     if val is None:
         train, val = holdout(train, config.validation_split)
     if getattr(config, "cache", "") == "memory" and isinstance(train, Files):  # decoded once, in parallel
-        train, val, test = (arrays(split) if len(split) else (np.zeros((0, *input_shape(train)), np.uint8), split.targets) for split in (train, val, test))
+        with naming_undecodable_files(train, val, test):
+            train, val, test = [arrays(split) if len(split) else (np.zeros((0, *input_shape(train)), np.uint8), split.targets) for split in (train, val, test)]
         source += "; decoded into memory (cache=memory)"
     return Splits(
         train=train, val=val, test=test, input_shape=input_shape(train), source=source,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlcli import checkpoint_check, remote, rundir
+from dlcli import checkpoint_check, data, remote, rundir
 from dlcli import config as config_lib
 from dlcli.data import Files, count
 from dlcli.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, DlcliError, WriteError
@@ -770,7 +770,7 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
     checkpoints = Checkpoints(state, run_dir, chief)
 
     # 3. Epochs: train, validate, checkpoint, hooks.
-    with StopSignals() as signals:
+    with StopSignals() as signals, data.naming_undecodable_files(splits.train, splits.val, splits.test):
         stop_requested = stop_check(strategy, signals)
 
         def interrupted(where):

@@ -272,6 +272,24 @@ def test_a_truncated_image_deep_in_a_big_folder_is_found_before_training(tmp_pat
     assert "1 skipped: unreadable image" in result.stdout
 
 
+def test_an_image_damaged_inside_is_named_mid_run_and_skip_bad_finds_it_at_the_start(tmp_path):
+    """Header and end intact, pixel data damaged: the listing's cheap check passes it, tf.data's
+    decoder fails mid-epoch. That failure names the file in one line (not "Graph execution
+    error"), exit 2; skip_bad decodes every file at the start, so it is skipped and counted."""
+    root = small_image_folder(tmp_path / "pics", per_class=12)
+    victim = sorted((root / "cat").glob("*.png"))[3]
+    raw = bytearray(victim.read_bytes())
+    start = raw.find(b"IDAT") + 12
+    raw[start : start + 16] = bytes(b ^ 0xFF for b in raw[start : start + 16])  # inside the compressed pixels
+    victim.write_bytes(bytes(raw))
+    result, _ = measured("train", "cnn", "--data", root, "--epochs", 2, "--batch-size", 4, "-o", tmp_path / "r")
+    one_line(result, f"{victim.name} cannot be decoded", "skip_bad=true")
+    result, _ = measured("train", "cnn", "--data", root, "--epochs", 1, "--batch-size", 4, "--set", "skip_bad=true",
+                         "-o", tmp_path / "r2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "1 skipped: unreadable image" in result.stdout
+
+
 def test_a_keras_file_declaring_a_giant_layer_is_refused_before_it_is_built(tmp_path):
     import zipfile
 

@@ -42,7 +42,8 @@ def evaluate_command(
     loss_fn, metrics = loop.loss_and_metrics(module, config)
     _, eval_steps = loop.step_functions(strategy, model, loss_fn, metrics, config.batch_size)
     # model.keras takes raw inputs (any tf.data preprocessing is folded into it): no preprocess here.
-    results = loop.evaluate(strategy, eval_steps, metrics, splits.test, config.batch_size or data.count(splits.test))
+    with data.naming_undecodable_files(splits.test):
+        results = loop.evaluate(strategy, eval_steps, metrics, splits.test, config.batch_size or data.count(splits.test))
 
     report = {
         "test": results,

@@ -63,15 +63,15 @@ def detect(path):
     )
 
 
-def scan(path, skip_bad):
-    """(paths, labels, class names, {reason: [files]})."""
+def scan(path, skip_bad, full=False):
+    """(paths, labels, class names, {reason: [files]}); `full`: see `image_folder.check_image`."""
     from dlcli.sources.text_table import label_names
 
     path = Path(path)
     paths, labels, skipped = [], [], {}
     for number, text, label in rows(path):
         file = resolve(path.parent, text)
-        why = "not found" if not file.is_file() else image_folder.check_image(file)
+        why = "not found" if not file.is_file() else image_folder.check_image(file, full)
         if why is not None:
             if not skip_bad:
                 raise image_folder.bad_image_error(f"{path}, line {number}: {file}", why)
@@ -105,7 +105,7 @@ def describe(path):
 
 def load(path, config):
     skip_bad = bool(getattr(config, "skip_bad", False))
-    paths, labels, names, skipped = scan(path, skip_bad)
+    paths, labels, names, skipped = scan(path, skip_bad, full=skip_bad)
     sizes, modes, _ = image_folder.sample_headers(paths, skip_bad)
     (height, width, channels), resize, decode = image_folder.shape_and_decoder(sizes, modes, config)
     files = Files(paths, labels, decode)
