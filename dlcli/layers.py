@@ -37,8 +37,9 @@ class LogMelNormalization(keras.layers.Layer):
     mel bins), each clip on its own: decibels floored `top_db` below the clip's own peak, then
     standardised over the clip's voiced frames only (any band above the floor), all bands
     together or, with `per_band`, each band over time (cepstral mean and variance
-    normalisation: a speaker's microphone and room). Silent frames, the zero padding of short
-    clips above all, are set to the clip's normalised floor.
+    normalisation: a speaker's microphone and room), in units of that spread above the clip's
+    (or band's) lowest voiced value. Silent frames, the zero padding of short clips above all,
+    are 0.
 
     Why not MelSpectrogram's own dB scale and a LayerNormalization: its floor is `top_db` below
     the loudest clip of the *batch*, so a clip's features depended on its batch mates, and the
@@ -61,7 +62,9 @@ class LogMelNormalization(keras.layers.Layer):
         variance = ops.sum(ops.square(db - mean) * voiced, axis=axes, keepdims=True) / count
         normalised = (db - mean) * ops.rsqrt(variance + 1e-3)
         lowest = ops.min(ops.where(voiced > 0, normalised, ops.full_like(normalised, 1e9)), axis=axes, keepdims=True)
-        return ops.where(voiced > 0, normalised, ops.minimum(lowest, 0.0))
+        # Measured from the clip's floor: silence is 0, as in the zeros that time shifts and
+        # zooms fill in with (0 as the mean level would put loud noise into their margins).
+        return ops.where(voiced > 0, normalised - ops.minimum(lowest, 0.0), 0.0)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[2], input_shape[1])
