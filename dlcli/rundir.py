@@ -26,7 +26,9 @@ from dlcli.errors import DlcliError, WriteError
 RUN_FILES = ("config.json", "model.keras", "model-last.keras", "checkpoints", "history.csv", "metrics.json", "logs", "train.log")
 # On Vertex AI, the SavedModel export that its model registry serves, beside model.keras.
 SAVEDMODEL_FILES = ("saved_model.pb", "variables", "assets", "fingerprint.pb")
-PICTURES = ("curves.png", "confusion_matrix.png", "confusion_matrix.csv", "samples.png", "forecast.png", "forecast.csv", "reconstructions.png")
+PICTURES = ("curves.png", "confusion_matrix.png", "confusion_matrix.csv", "samples.png", "forecast.png", "forecast.csv",
+            "reconstructions.png", "spectrograms.png")
+EXPORTS = "export"  # `dlcli export`'s default folder: exports of the old model must not outlive it
 
 
 def _umask():
@@ -308,7 +310,7 @@ def clear_run(path):
     """Removes a previous run's artifacts (for --overwrite), once the new run is ready to start,
     and its checkpoints where they live elsewhere (AIP_CHECKPOINT_DIR)."""
     path = Path(path)
-    for name in (*RUN_FILES, *PICTURES, *SAVEDMODEL_FILES, "evaluation.json"):
+    for name in (*RUN_FILES, *PICTURES, *SAVEDMODEL_FILES, EXPORTS, "evaluation.json"):
         target = path / name
         if target.is_dir():
             shutil.rmtree(target)

@@ -69,8 +69,11 @@ def test_resume_and_overwrite_through_the_cli(tmp_path):
     assert resumed.exit_code == 0, resumed.output
     assert "resuming after epoch 2" in resumed.stderr
     assert [r["epoch"] for r in csv.DictReader((run_dir / "history.csv").open())] == ["1", "2", "3"]
+    (run_dir / "export").mkdir()
+    (run_dir / "export" / "model.tflite").write_bytes(b"the old model's export")
     run_json("train", "cnn", "--epochs", 1, "--overwrite", *quick)
     assert [r["epoch"] for r in csv.DictReader((run_dir / "history.csv").open())] == ["1"]
+    assert not (run_dir / "export").exists()  # no export of the old model beside the new one
 
 
 @pytest.mark.parametrize("flags", [["--precision", "mixed_bfloat16"], ["--precision", "mixed_float16"], ["--jit"]])

@@ -35,7 +35,7 @@ def export_command(
         raise DlcliError(f"--output {remote.url(output)}: export into the gs:// run folder itself (the default, RUN_DIR/export/...) or to a local path.")
     run_dir = remote.local_run(run_dir)  # a gs:// run: its local copy; the export goes back up with it
     run = Run(run_dir)
-    target = Path(output) if output else run_dir / "export" / exports.FORMATS[name].default_name
+    target = Path(output) if output else run_dir / rundir.EXPORTS / exports.FORMATS[name].default_name
     check_target(target, run.path, overwrite)
     model = predict.load_keras(run.model_path, unsafe)
     inputs = check_inputs(run) if name != "keras" else None
