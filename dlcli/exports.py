@@ -263,6 +263,29 @@ def openvino_runner(path):
     return lambda x: np.asarray(compiled(np.asarray(x, dtype=dtype))[0])
 
 
+def verify(model, name, export, inputs):
+    """(largest difference, tolerance) between the Keras `model` and `export` (a runner: numpy
+    batch in, outputs out) on `inputs`; an export outside the tolerance is refused. One input at
+    a time on both sides: LiteRT exports take a batch of 1, and a model may not treat the
+    examples of a batch independently (Keras' MelSpectrogram clamps its decibels at top_db
+    below the loudest value of the whole batch)."""
+    from dlcli import predict
+
+    keras_model = predict.predictor("keras", None, model=model)
+    expected = np.concatenate([keras_model(inputs[i:i + 1]) for i in range(len(inputs))])
+    try:
+        found = np.concatenate([export(inputs[i:i + 1]) for i in range(len(inputs))])
+    except DlcliError as e:  # converted, but its own runtime cannot run it
+        raise DlcliError(f"cannot convert {model.name} to {name}: the export does not run: {e}") from None
+    difference, tolerance = largest_difference(expected, found)
+    if not difference <= tolerance:  # NaN fails too
+        raise DlcliError(
+            f"the {name} export differs from the Keras model by up to {difference:.3g} on the run's test inputs "
+            f"(tolerance {tolerance:.1g}); it was not written."
+        )
+    return difference, tolerance
+
+
 def largest_difference(expected, found):
     """(largest |difference|, tolerance) between the Keras model's outputs and an export's."""
     expected, found = np.asarray(expected, np.float64), np.asarray(found, np.float64)

@@ -328,11 +328,13 @@ def vertex_model_dir(run_dir):
     return bool(location) and Path(run_dir).resolve() == local_path(location, "AIP_MODEL_DIR").resolve()
 
 
-def export_savedmodel(run_dir):
+def export_savedmodel(run_dir, inputs=None):
     """Exports RUN_DIR/model.keras as a SavedModel at the root of RUN_DIR (saved_model.pb,
     variables/), the layout Vertex AI's model registry and prediction containers load from
-    AIP_MODEL_DIR. Built in a scratch folder first; saved_model.pb, which readers look for,
-    is moved in last, so a reader never finds it without its variables."""
+    AIP_MODEL_DIR. Built in a scratch folder first and, given test `inputs`, run on them and
+    compared with the Keras model as `dlcli export` does (refused outside the tolerance);
+    saved_model.pb, which readers look for, is moved in last, so a reader never finds it
+    without its variables. Returns (path, largest difference or None)."""
     from dlcli import exports, predict
 
     run_dir = Path(run_dir)
@@ -343,6 +345,9 @@ def export_savedmodel(run_dir):
             # training=False traced in: Keras' export alone leaves augmentation layers (speech's
             # RandomTranslation) active in the serving graph.
             exports.inference_graph(model, None).export(str(staged), format="tf_saved_model", verbose=False)
+            difference = None
+            if inputs is not None and len(inputs):
+                difference, _ = exports.verify(model, "savedmodel", exports.runner("savedmodel", staged, None), inputs)
             names = sorted((p.name for p in staged.iterdir()), key=lambda name: name == "saved_model.pb")
             for name in names:
                 target = run_dir / name
@@ -351,7 +356,7 @@ def export_savedmodel(run_dir):
                 os.replace(staged / name, target)
         except OSError as e:
             raise WriteError(f"could not write the SavedModel in {run_dir}: {e.strerror}.") from None
-    return run_dir / "saved_model.pb"
+    return run_dir / "saved_model.pb", difference
 
 
 def versions():

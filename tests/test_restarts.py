@@ -136,6 +136,7 @@ def test_a_vertex_ai_job_restarted_after_sigterm_and_sigkill_ends_like_an_uninte
     code, out, err = finish(start(*args, env=vertex))
     assert code == 0, err[-2000:]
     assert f"resume auto: continuing the run in {model} from checkpoint ckpt-" in err and "resuming" in err
+    assert "SavedModel for Vertex AI" in err and "(checked on 8 test inputs: largest difference" in err
     assert json.loads(out)["test"] == whole["test"]
     assert [row["epoch"] for row in rundir.read_history(model / "history.csv")] == [1, 2, 3]
     # Vertex AI's folders: checkpoints and TensorBoard events where it asked, the job id recorded,

@@ -152,7 +152,9 @@ def train_command(
         )
     final = artifacts.write(module, config, splits, run_dir, result.metrics) if chief else result.metrics
     if chief and rundir.vertex_model_dir(run_dir):  # what Vertex AI's model registry serves
-        out.print(f"SavedModel for Vertex AI: {rundir.export_savedmodel(run_dir)}")
+        path, difference = rundir.export_savedmodel(run_dir, data.arrays(splits.test, 8)[0])
+        checked = f" (checked on 8 test inputs: largest difference {difference:.1e})" if difference is not None else ""
+        out.print(f"SavedModel for Vertex AI: {path}{checked}")
 
     out.print(f"[bold]test[/bold] {ui.metrics_line(final['test'])}  ({final['test_examples']} examples)")
     if final.get("early_stopping"):
