@@ -85,6 +85,7 @@ class Config(TrainConfig):
     band_norm: bool = False  # normalise each mel band over time (cepstral mean/variance normalisation)
     voiced_norm: bool = False  # dB floor per clip; mean and spread over voiced frames only
     warp: float = 0.0  # in training, stretch the spectrogram by up to this fraction in time and frequency
+    head: Literal["flatten", "time_pool"] = "flatten"  # time_pool: mean and max over time, frequency kept
     dropout: float = 0.3
 
     def validate(self):
@@ -219,6 +220,9 @@ def build_model(config, splits):
             x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
             x = layers.Activation("relu")(layers.BatchNormalization(momentum=0.9)(x))  # short runs: stats settle fast
             x = layers.MaxPooling2D()(x)
+        if config.head == "time_pool":  # where in the clip a sound falls no longer matters
+            frames = (x.shape[1], 1)
+            x = layers.Concatenate()([layers.AveragePooling2D(frames)(x), layers.MaxPooling2D(frames)(x)])
         # Flatten, not a global average: where energy sits in frequency is what tells words apart.
         x = layers.Flatten()(x)
     x = layers.Dropout(config.dropout)(x)
