@@ -61,7 +61,7 @@ def first_line(error):
 
 def load_keras(path, unsafe=False):
     """Loads a .keras model with Keras safe_mode on (no arbitrary code) unless `unsafe`."""
-    from dlcli import layers, safe_model  # noqa: F401  registers dlcli's own layers (TableFeatures, LogMelNormalization)
+    from dlcli import layers, safe_model  # noqa: F401  registers dlcli's own layers (TableFeatures)
 
     safe_model.check_keras_file(path)  # a giant declared layer is refused before Keras builds it
     try:

@@ -83,7 +83,6 @@ class Config(TrainConfig):
     augment: bool = True  # random time shifts, in training only
     spec_augment: float = 0.0  # in training, drop this fraction of mel bands and of frames (SpecAugment-style)
     band_norm: bool = False  # normalise each mel band over time (cepstral mean/variance normalisation)
-    voiced_norm: bool = False  # dB floor per clip; mean and spread over voiced frames only
     warp: float = 0.0  # in training, stretch the spectrogram by up to this fraction in time and frequency
     head: Literal["flatten", "time_pool"] = "flatten"  # time_pool: mean and max over time, frequency kept
     dropout: float = 0.3
@@ -194,17 +193,12 @@ def build_model(config, splits):
     x = layers.MelSpectrogram(
         fft_length=2 ** math.ceil(math.log2(stride * 2.5)), sequence_stride=stride, sequence_length=int(stride * 2.5),
         sampling_rate=config.sample_rate, num_mel_bins=config.num_mel_bins, min_freq=20, max_freq=config.sample_rate / 2,
-        power_to_db=not config.voiced_norm, name="log_mel",
+        name="log_mel",
     )(x)
-    if config.voiced_norm:
-        from dlcli.layers import LogMelNormalization
-
-        x = LogMelNormalization(per_band=config.band_norm, name="log_mel_norm")(x)
-    else:
-        x = layers.Permute((2, 1))(x)
-        x = layers.LayerNormalization(axis=(1, 2), center=False, scale=False, name="per_clip_norm")(x)
-        if config.band_norm:
-            x = layers.LayerNormalization(axis=1, center=False, scale=False, name="per_band_norm")(x)
+    x = layers.Permute((2, 1))(x)
+    x = layers.LayerNormalization(axis=(1, 2), center=False, scale=False, name="per_clip_norm")(x)
+    if config.band_norm:
+        x = layers.LayerNormalization(axis=1, center=False, scale=False, name="per_band_norm")(x)
     if config.spec_augment:  # SpecAugment-style: drop whole mel bands, then whole frames
         x = layers.SpatialDropout1D(config.spec_augment)(x)
         x = layers.Permute((2, 1))(layers.SpatialDropout1D(config.spec_augment)(layers.Permute((2, 1))(x)))
@@ -246,10 +240,7 @@ def after_training(config, splits, model, run_dir):
     first = [np.flatnonzero(labels == c)[0] for c in range(splits.num_classes) if (labels == c).any()][:10]  # one per class
     x, y = splits.test[0][first], labels[first]
     predicted = model.predict(x, verbose=0).argmax(-1)
-    spectrograms = model.get_layer("log_mel")(x)
-    if "log_mel_norm" in [layer.name for layer in model.layers]:  # drawn as the model sees them
-        spectrograms = keras.ops.transpose(model.get_layer("log_mel_norm")(spectrograms), (0, 2, 1))
-    spectrograms = keras.ops.convert_to_numpy(spectrograms)
+    spectrograms = model.get_layer("log_mel")(x).numpy()
     return {"pictures": [draw_spectrograms(spectrograms, y, predicted, splits.class_names, Path(run_dir) / "spectrograms.png").name]}
 
 

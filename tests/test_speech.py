@@ -209,22 +209,3 @@ def test_source_arch_reads_every_frame_not_only_the_last(tmp_path):
     assert rnn.units == 50 and rnn.return_sequences
     assert model(splits.test[0][:2]).shape == (2, splits.num_classes)
 
-
-def test_log_mel_normalization_ignores_padding_and_batch_mates():
-    from dlcli.layers import LogMelNormalization
-
-    rng = np.random.default_rng(0)
-    word = rng.random((40, 30)).astype(np.float32) ** 4  # (mel bins, frames) of power
-    short = np.pad(word, ((0, 0), (10, 60)))  # the same word, more zero padding
-    long = np.pad(word, ((0, 0), (35, 35)))
-    loud_mate = 1e4 * rng.random((40, 100)).astype(np.float32)
-    for per_band in (False, True):
-        layer = LogMelNormalization(per_band=per_band)
-        together = layer(np.stack([short, long, loud_mate])).numpy()
-        alone = layer(short[None]).numpy()
-        assert np.allclose(together[0], alone[0], atol=1e-5)  # its batch mates change nothing
-        assert np.allclose(together[0][10:40], together[1][35:65], atol=1e-5)  # nor does the padding
-        voiced = together[0][10:40]
-        axis = 0 if per_band else None  # each band over time, or the whole clip
-        assert np.allclose(voiced.min(axis=axis), 0) and np.allclose(voiced.std(axis=axis), 1, atol=1e-2)
-        assert np.all(together[0][:10] == 0) and np.all(together[0][40:] == 0)  # silence is 0
