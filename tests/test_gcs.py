@@ -87,6 +87,8 @@ def test_train_to_gs_stopped_and_continued_on_a_new_machine_then_evaluate_and_pr
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resume auto: continuing the run" in second.stderr + second.stdout, second.stderr[-2000:]
     assert "resuming " in second.stderr + second.stdout
+    assert f"run folder {url}:" in second.stdout and f"{url}/model.keras" in second.stdout  # the URL, not the cache
+    assert f"tensorboard --logdir {url}/logs" in second.stdout
     stored = objects(gcs, "runs")
     for name in ("config.json", "model.keras", "metrics.json", "history.csv", "checkpoints/checkpoint"):
         assert f"cnn/first/{name}" in stored, name

@@ -143,7 +143,8 @@ def train_command(
         recipe=recipe, config=dataclasses.asdict(config), data=DataSpec.of(splits), strategy=facts,
         versions=rundir.versions(), command=["dlcli", *sys.argv[1:]], job_id=os.environ.get("CLOUD_ML_JOB_ID") or None,
     )
-    out.print(f"run folder {run_dir}")
+    shown = remote.location_of(run_dir)  # a gs:// run: its URL, not the local mirror dlcli works in
+    out.print(f"run folder {shown}")
 
     with Reporter(out, header=" ".join(record.command)) as report:
         result = loop.fit(
@@ -167,15 +168,18 @@ def train_command(
         f"wall time {final['wall_seconds']:.1f} s"
     )
     if chief:
-        out.print(f"run folder {run_dir}:")
+        out.print(f"run folder {shown}:")
+        remote_run = shown != run_dir
         for name in [*rundir.RUN_FILES, *final.get("pictures", [])]:
             if (run_dir / name).exists():
-                out.print(f"  {run_dir / name}")
-        out.print(f"  TensorBoard: tensorboard --logdir {rundir.logs_dir(run_dir)}")
+                out.print(f"  {shown}/{name}" if remote_run else f"  {run_dir / name}")
+        logs = rundir.logs_dir(run_dir)
+        logs = f"{shown}/logs" if remote_run and logs == run_dir / "logs" else logs  # TensorBoard reads gs:// too
+        out.print(f"  TensorBoard: tensorboard --logdir {logs}")
     if chief and hypertune.vertex_tuning():
         hypertune.report_to_vertex(run_dir, config_lib.monitor_of(module, config), out)
     if as_json:
-        ui.print_json({"run_dir": str(run_dir), **final})
+        ui.print_json({"run_dir": str(shown), **final})
 
 
 def model_line(final, trained_epochs):
