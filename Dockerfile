@@ -1,8 +1,11 @@
 # dlcli in a container, on the official TensorFlow images (their TF matches pyproject's range).
 #   CPU: docker build -t dlcli .
 #   GPU: docker build --build-arg BASE=tensorflow/tensorflow:2.21.0-gpu -t dlcli:gpu .   (docker run --gpus all ...)
+#   Extras: --build-arg EXTRAS=tune,export adds LiteRT/ONNX/OpenVINO exports (about 300 MB more);
+#   the default, tune, is what `dlcli tune` and Vertex AI's hyperparameter tuning trials need.
 ARG BASE=tensorflow/tensorflow:2.21.0
 FROM ${BASE}
+ARG EXTRAS=tune
 
 # DLCLI_RUNS: default run folders go to /runs/RECIPE-TIMESTAMP (the volume), not /runs/runs/...
 # DLCLI_CONTAINER: dlcli writes the mounted /runs as its owner (dlcli/container.py).
@@ -18,7 +21,7 @@ COPY pyproject.toml README.md ./
 COPY dlcli ./dlcli
 COPY recipes ./recipes
 # The base image's TensorFlow satisfies the requirement, so pip keeps it (CPU or GPU build).
-RUN pip install .
+RUN pip install ".[${EXTRAS}]"
 
 # The image starts as root only for dlcli to take on the owner of the mounted /runs (or /data)
 # before anything else runs: a host folder is then written as the host user who owns it. With
