@@ -107,7 +107,8 @@ def test_the_image_installs_every_package_pyproject_ships():
     copied = {line.split()[0] for line in instructions("COPY")}
     packages = {p.rstrip("*") for p in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]}
     assert packages <= copied and {"pyproject.toml"} <= copied
-    assert "pip install ." in DOCKERFILE
+    # `pip install .` or with extras, `pip install ".[${EXTRAS}]"`: the project itself, from the copied tree.
+    assert any(re.fullmatch(r'pip install "?\.(\[[^]]*\])?"?', line) for line in instructions("RUN")), instructions("RUN")
 
 
 def test_the_wheel_holds_every_recipe_and_the_console_script(tmp_path):
