@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import sides  # noqa: E402
 from benchmarks.frameworks import DATA, RECIPES  # noqa: E402
-from benchmarks.flops import cpu_bf16_flags  # noqa: E402
+from dlcli.strategy import cpu_bf16_flags  # noqa: E402
 
 TEST = {"cnn": 10000, "lstm": 2000, "speech": 0, "transformer": 2000}  # 0: the whole test set
 # Steps per epoch: few, because bf16 without AVX512_BF16 runs an order of magnitude slower.

@@ -69,19 +69,3 @@ def matmul_peak(size=2048, repeats=10, trials=3):
         chain(a).numpy()
         rates.append(2 * size**3 * repeats / (time.perf_counter() - started))
     return statistics.median(rates)
-
-
-BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # what oneDNN needs to run bf16 natively on x86
-
-
-def cpu_bf16_flags(cpuinfo="/proc/cpuinfo"):
-    """The bf16 instruction sets the CPU reports (empty when none, or no /proc/cpuinfo)."""
-    try:
-        text = open(cpuinfo).read()
-    except OSError:
-        return []
-    reported = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            reported.update(line.split(":", 1)[1].split())
-    return [flag for flag in BF16_FLAGS if flag in reported]

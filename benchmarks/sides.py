@@ -23,7 +23,8 @@ name, data, epochs, steps, overrides = sys.argv[1], sys.argv[2], int(sys.argv[3]
 test_examples = overrides.pop("test_examples", 64)
 recipe = registry.load(name)
 config = recipe.Config(data=data, epochs=epochs, steps_per_epoch=steps, lr_schedule="constant", **overrides)
-keras.mixed_precision.set_global_policy(config.precision)  # as `dlcli train` does
+from dlcli import strategy
+keras.mixed_precision.set_global_policy(strategy.resolve_precision(config, recipe, tf.distribute.get_strategy())[0])  # as `dlcli train` does
 splits = recipe.load_data(config)
 # Evenly spaced examples: a test split may be sorted by class (IMDB's is), so its head is not a sample.
 picked = np.linspace(0, len(splits.test[1]) - 1, min(test_examples, len(splits.test[1]))).astype(int) if test_examples else None

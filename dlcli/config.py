@@ -79,7 +79,9 @@ class TrainConfig:
     deterministic: bool = False  # TensorFlow op determinism: identical metrics run to run
     steps_per_execution: Annotated[int, Range(0, 100_000)] = 0  # steps per tf.function call; 0 picks one per epoch size
     checkpoint_every: Annotated[int, Range(0, MAX_STEPS)] = 0  # also checkpoint every N steps (0: at epoch ends only)
-    precision: typing.Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
+    # auto: mixed_bfloat16 for the recipes that gain from it (BF16_CPU) on CPUs with AVX512_BF16 or
+    # AMX-BF16, float32 elsewhere (strategy.resolve_precision); the run record keeps what it chose.
+    precision: typing.Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
     jit: bool = False  # XLA-compile each training step
     early_stopping: Annotated[int, Range(0, 1_000_000)] = 0  # patience in epochs: stop when `monitor` has not improved for this many (0: off)
     monitor: str = ""  # what early stopping and the best model follow, e.g. val_accuracy; "" = the recipe's MONITOR, else val_loss

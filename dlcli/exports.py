@@ -103,6 +103,29 @@ def vectorizer(settings):
     )
 
 
+def float32_model(model):
+    """`model` computing in float32, with the same weights: a mixed-precision model (cnn trains
+    in mixed_bfloat16 on CPUs with AMX, see strategy.resolve_precision) is rebuilt with each
+    mixed layer's policy set to float32. Exports are float32 whatever the training precision:
+    LiteRT's builtin ops, ONNX Runtime and OpenVINO reject bf16 casts, and a serving CPU
+    without native bf16 would emulate them. Variables are float32 under mixed policies, so
+    the weights carry over exactly."""
+    from dlcli.lazy import keras
+
+    if not any(layer.dtype_policy.name.startswith("mixed_") for layer in model._flatten_layers()):
+        return model
+
+    def float32_layer(layer):
+        config = layer.get_config()
+        if layer.dtype_policy.name.startswith("mixed_"):
+            config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
+    rebuilt = keras.models.clone_model(model, clone_function=float32_layer, recursive=True)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
+
+
 def inference_graph(model, batch_size):
     """`model` as a functional model called with training=False, inputs of a fixed batch size
     (or None) and every other dimension the model's own (static)."""

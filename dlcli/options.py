@@ -26,6 +26,7 @@ class StrategyName(str, Enum):
 
 
 class Precision(str, Enum):
+    auto = "auto"
     float32 = "float32"
     mixed_float16 = "mixed_float16"
     mixed_bfloat16 = "mixed_bfloat16"

@@ -338,7 +338,8 @@ def export_savedmodel(run_dir, inputs=None):
     from dlcli import exports, predict
 
     run_dir = Path(run_dir)
-    model = predict.load_keras(run_dir / "model.keras")  # dlcli's one loader: safe mode, its own layers, the size budget
+    # dlcli's one loader (safe mode, its own layers, the size budget); served in float32 (exports.float32_model)
+    model = exports.float32_model(predict.load_keras(run_dir / "model.keras"))
     with tempfile.TemporaryDirectory(dir=run_dir, prefix=".savedmodel-") as scratch:
         staged = Path(scratch) / "savedmodel"
         try:

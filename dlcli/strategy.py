@@ -119,6 +119,42 @@ def is_chief():
     return task["type"] == "chief" or (task["type"] == "worker" and task["index"] == 0 and "chief" not in spec["cluster"])
 
 
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # what oneDNN needs to run bf16 natively on x86
+
+
+def cpu_bf16_flags(cpuinfo="/proc/cpuinfo"):
+    """The bf16 instruction sets the CPU reports (empty when none, or no /proc/cpuinfo)."""
+    try:
+        text = open(cpuinfo).read()
+    except OSError:
+        return []
+    reported = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            reported.update(line.split(":", 1)[1].split())
+    return [flag for flag in BF16_FLAGS if flag in reported]
+
+
+def resolve_precision(config, recipe, strategy):
+    """(Keras dtype policy, the line that says why, or None) for the config's `precision`.
+
+    `auto` is mixed_bfloat16 for a recipe that sets `BF16_CPU = True` (where bf16 was measured
+    faster: benchmarks/bf16_cpu.py) when it trains on CPUs that report AVX512_BF16 or AMX-BF16,
+    so that oneDNN runs bf16 natively; float32 everywhere else (GPUs and TPUs take
+    mixed_float16 or mixed_bfloat16 when asked: their choice depends on the chip).
+    """
+    if config.precision != "auto":
+        return config.precision, None
+    if not getattr(recipe, "BF16_CPU", False) or tf.config.list_logical_devices("GPU") or isinstance(strategy, tf.distribute.TPUStrategy):
+        return "float32", None
+    flags = cpu_bf16_flags()
+    if not flags:
+        return "float32", None
+    return "mixed_bfloat16", (
+        f"precision mixed_bfloat16: this CPU runs bf16 natively ({', '.join(flags)}); --precision float32 turns it off"
+    )
+
+
 def describe(strategy, name):
     """The facts about a strategy a run records and prints."""
     try:

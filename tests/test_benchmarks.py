@@ -40,15 +40,6 @@ def test_matmul_peak_is_a_positive_rate():
     assert math.isfinite(rate) and rate > 1e6
 
 
-def test_bf16_flags_are_read_from_cpuinfo(tmp_path):
-    info = tmp_path / "cpuinfo"
-    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f amx_bf16 avx512_bf16\n\nprocessor\t: 1\nflags\t: fpu avx2\n")
-    assert flops.cpu_bf16_flags(info) == ["avx512_bf16", "amx_bf16"]
-    info.write_text("flags\t\t: fpu sse2 avx avx2 fma\n")
-    assert flops.cpu_bf16_flags(info) == []
-    assert flops.cpu_bf16_flags(tmp_path / "missing") == []
-
-
 def test_ring_all_reduce_time():
     megabyte = 1e6
     # 2 workers: each sends half twice = the whole buffer once, in 2 hops.

@@ -30,7 +30,7 @@ REFUSED = {
     ("openvino", "lstm"): "TensorList",
 }
 # One pair per format in the default run (text through LiteRT is the acceptance case); the rest are slow.
-DEFAULT = {("savedmodel", "speech"), ("litert", "lstm"), ("litert", "forecast"), ("onnx", "softmax"), ("onnx", "regression"), ("openvino", "softmax")}
+DEFAULT = {("litert", "cnn"), ("savedmodel", "speech"), ("litert", "lstm"), ("litert", "forecast"), ("onnx", "softmax"), ("onnx", "regression"), ("openvino", "softmax")}
 CASES = [
     pytest.param(fmt, name, marks=() if (fmt, name) in DEFAULT else pytest.mark.slow, id=f"{fmt}-{name}")
     for fmt in FORMATS for name in RECIPES
@@ -94,13 +94,13 @@ def predictions(env, model, inputs, out):
     return json.loads(result.stdout)
 
 
-def assert_same_answers(expected, found):
+def assert_same_answers(expected, found, tolerance=1e-3):
     assert len(expected) == len(found)
     for a, b in zip(expected, found):
         assert a.keys() == b.keys()
         for key, value in a.items():
             if isinstance(value, float):
-                assert b[key] == pytest.approx(value, rel=1e-3, abs=1e-3), key
+                assert b[key] == pytest.approx(value, rel=tolerance, abs=tolerance), key
             elif key in ("class", "input"):
                 assert b[key] == value, key
 
@@ -123,9 +123,14 @@ def test_export_round_trips_or_is_refused_cleanly(fmt, name, trained, raw_inputs
     assert check["examples"] >= 1 and 0 <= check["max_abs_difference"] <= check["tolerance"]
     inputs = raw_inputs[KINDS[name]]
     expected = predictions(env, run, inputs, tmp_path / "keras-out")
-    assert_same_answers(expected, predictions(env, target, inputs, tmp_path / "export-out"))
+    # A run trained in mixed_bfloat16 (cnn on a CPU with AMX) answers with bf16's 8-bit mantissa
+    # (relative rounding 2^-8); its exports compute in float32 (exports.float32_model).
+    bf16 = json.loads((run / "config.json").read_text())["strategy"].get("precision") == "mixed_bfloat16"
+    assert ("the export in float32" in result.stdout) == bf16
+    tolerance = 2**-7 if bf16 else 1e-3
+    assert_same_answers(expected, predictions(env, target, inputs, tmp_path / "export-out"), tolerance)
     if fmt == "openvino":  # the folder or its model.xml
-        assert_same_answers(expected, predictions(env, target / "model.xml", inputs, tmp_path / "xml-out"))
+        assert_same_answers(expected, predictions(env, target / "model.xml", inputs, tmp_path / "xml-out"), tolerance)
 
 
 def test_text_litert_export_is_integer_tokens_and_runs_without_flex_ops(trained, env, tmp_path):
@@ -191,3 +196,28 @@ def test_an_export_that_disagrees_with_the_keras_model_is_not_kept(trained, env,
     assert result.exit_code == 2 and "differs from the Keras model by up to 0.01" in result.stderr, result.output
     assert not target.exists() and not target.with_name("drift.onnx.json").exists()
     assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_a_mixed_precision_model_is_exported_in_float32_with_the_same_weights():
+    """cnn trains in mixed_bfloat16 on CPUs with AMX (strategy.resolve_precision); LiteRT, ONNX
+    Runtime and OpenVINO reject its bf16 casts, so exports are rebuilt in float32."""
+    import keras
+
+    from dlcli import exports
+    from recipes import cnn
+
+    config = cnn.Config(**cnn.QUICK)
+    splits = cnn.load_data(config)
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = cnn.build_model(config, splits)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    rebuilt = exports.float32_model(model)
+    assert {layer.dtype_policy.name for layer in rebuilt.layers} == {"float32"}
+    assert all(np.array_equal(a, b) for a, b in zip(rebuilt.get_weights(), model.get_weights()))
+    x = splits.test[0][:8]
+    # bf16 keeps 8 bits of mantissa: the two models agree to bf16's rounding, not to float32's.
+    np.testing.assert_allclose(rebuilt.predict(x, verbose=0), model.predict(x, verbose=0), atol=0.05 * max(1, np.abs(model.predict(x, verbose=0)).max()))
+    assert exports.float32_model(rebuilt) is rebuilt  # a float32 model is exported as it is

@@ -107,3 +107,53 @@ def test_vertex_ai_model_dir_is_the_default_run_folder(monkeypatch, tmp_path):
     if not __import__("pathlib").Path("/gcs").is_dir():
         with pytest.raises(DlcliError, match="needs the Cloud Storage FUSE mount at /gcs"):
             rundir.resolve_run_dir(None, "cnn")
+
+
+def test_bf16_flags_are_read_from_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f amx_bf16 avx512_bf16\n\nprocessor\t: 1\nflags\t: fpu avx2\n")
+    assert strategy.cpu_bf16_flags(info) == ["avx512_bf16", "amx_bf16"]
+    info.write_text("flags\t\t: fpu sse2 avx avx2 fma\n")
+    assert strategy.cpu_bf16_flags(info) == []
+    assert strategy.cpu_bf16_flags(tmp_path / "missing") == []
+
+
+@pytest.mark.parametrize(
+    "precision, recipe, flags, expected",
+    [
+        ("auto", "cnn", ["amx_bf16"], "mixed_bfloat16"),  # the one recipe measured faster in bf16
+        ("auto", "cnn", [], "float32"),  # no native bf16: oneDNN would emulate it, 10x slower
+        ("auto", "lstm", ["avx512_bf16", "amx_bf16"], "float32"),  # measured 0.86x: stays float32
+        ("float32", "cnn", ["amx_bf16"], "float32"),  # --precision float32 turns it off
+        ("mixed_float16", "lstm", [], "mixed_float16"),  # an explicit choice is kept as it is
+    ],
+)
+def test_auto_precision_is_bf16_only_where_it_was_measured_faster(monkeypatch, precision, recipe, flags, expected):
+    import tensorflow as tf
+    from dlcli import registry
+
+    monkeypatch.setattr(strategy, "cpu_bf16_flags", lambda: flags)
+    module = registry.load(recipe)
+    policy, line = strategy.resolve_precision(module.Config(precision=precision), module, tf.distribute.get_strategy())
+    assert policy == expected
+    assert (line is not None) == (precision == "auto" and expected == "mixed_bfloat16")
+    if line:
+        assert line.startswith("precision mixed_bfloat16") and "--precision float32" in line
+
+
+def test_train_says_and_records_the_precision_auto_chose_and_puts_the_policy_back(monkeypatch, tmp_path):
+    import keras
+
+    monkeypatch.setattr(strategy, "cpu_bf16_flags", lambda: ["amx_bf16"])
+    run = tmp_path / "run"
+    args = ["train", "cnn", "--dataset", "digits", "--epochs", "1", "--set", "steps_per_epoch=2", "--strategy", "default"]
+    result = runner.invoke(app, [*args, "-o", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "precision mixed_bfloat16: this CPU runs bf16 natively (amx_bf16)" in result.output
+    record = json.loads((run / "config.json").read_text())
+    assert record["config"]["precision"] == "auto" and record["strategy"]["precision"] == "mixed_bfloat16"
+    assert keras.mixed_precision.global_policy().name == "float32"  # the next command starts clean
+    result = runner.invoke(app, [*args, "--precision", "float32", "-o", str(tmp_path / "fp32")])
+    assert result.exit_code == 0 and "precision mixed_bfloat16" not in result.output
+    record = json.loads((tmp_path / "fp32" / "config.json").read_text())
+    assert record["strategy"]["precision"] == "float32"

@@ -1,6 +1,7 @@
 """`dlcli train RECIPE`: train a recipe under a tf.distribute strategy and save the run."""
 
 import dataclasses
+import functools
 import os
 import sys
 from pathlib import Path
@@ -37,7 +38,7 @@ def train_command(
     ] = None,
     precision: Annotated[
         options.Precision | None,
-        typer.Option(help="Compute precision: mixed_float16 for GPUs, mixed_bfloat16 for TPUs and recent CPUs \\[default: float32].", show_default=False),
+        typer.Option(help="Compute precision: mixed_float16 for GPUs, mixed_bfloat16 for TPUs and recent CPUs \\[default: auto, mixed_bfloat16 where the recipe gains from it on a CPU with AVX512_BF16/AMX, else float32].", show_default=False),
     ] = None,
     jit: Annotated[bool | None, typer.Option("--jit/--no-jit", help="XLA-compile each training step \\[default: no-jit].", show_default=False)] = None,
     checkpoint_every: Annotated[
@@ -131,7 +132,10 @@ def train_command(
     facts = strategy_lib.describe(dist, strategy_name)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    keras.mixed_precision.set_global_policy(config.precision)
+    facts["precision"], precision_line = strategy_lib.resolve_precision(config, module, dist)
+    # The policy is process-wide: put back what was there when the command ends (tune's trials, tests).
+    ctx.call_on_close(functools.partial(keras.mixed_precision.set_global_policy, keras.mixed_precision.global_policy()))
+    keras.mixed_precision.set_global_policy(facts["precision"])
     splits = module.load_data(config)
 
     out.print(
@@ -139,6 +143,8 @@ def train_command(
         f"{data.count(splits.test)} test examples"
     )
     out.print(f"strategy {strategy_name} ({facts['class']}), {facts['replicas']} replica(s)")
+    if precision_line:
+        out.print(precision_line)
     record = RunRecord(
         recipe=recipe, config=dataclasses.asdict(config), data=DataSpec.of(splits), strategy=facts,
         versions=rundir.versions(), command=["dlcli", *sys.argv[1:]], job_id=os.environ.get("CLOUD_ML_JOB_ID") or None,
