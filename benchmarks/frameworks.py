@@ -11,7 +11,7 @@ process, the sides alternating `--repeats` times (benchmarks/sides.py holds them
 A side's figure is its median examples/s over the epochs after the first; ratios are medians
 of the per-repeat ratios. PyTorch sides are skipped, with the reason, without PyTorch.
 
-    python benchmarks/frameworks.py [--recipes cnn,lstm,speech,transformer] [--repeats 3] [--epochs 3] [--steps N]
+    python benchmarks/frameworks.py [--recipes cnn,lstm,speech,transformer] [--repeats 3] [--epochs 3] [--steps N] [--precision float32]
 """
 
 import argparse
@@ -52,6 +52,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--steps", type=int, default=0, help="steps per epoch for every recipe (0: each recipe's default)")
+    parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16", "auto"],
+                        help="every side's compute precision (PyTorch: torch.autocast to bf16); auto: dlcli's default")
     options = parser.parse_args()
     recipes = [r for r in options.recipes.split(",") if r]
     unknown = [r for r in recipes if r not in RECIPES]
@@ -70,7 +72,7 @@ def main():
         steps = options.steps or steps
         print(f"\n{recipe}: {options.epochs} epochs x {steps} steps of {batch}, {options.repeats} alternating repeats", flush=True)
         chosen = contestants(recipe)
-        figures, results = sides.alternate(chosen, (recipe, DATA / folder, options.epochs, steps, json.dumps({})), options.repeats)
+        figures, results = sides.alternate(chosen, (recipe, DATA / folder, options.epochs, steps, json.dumps({"precision": options.precision})), options.repeats)
         medians = {label: statistics.median(f) for label, f in figures.items()}
         for label in chosen:
             if label == "dlcli":
@@ -80,7 +82,7 @@ def main():
                            f"{ratio:.2f}x (per-repeat {low:.2f}-{high:.2f})")
         if "PyTorch eager" in results:
             summary.append(f"{'':>11}  (PyTorch ran with {results['PyTorch eager'][0]['threads']} threads)")
-    print(f"\n== summary ({options.repeats} alternating repeats, medians; dlcli / other) ==")
+    print(f"\n== summary ({options.repeats} alternating repeats, medians, precision {options.precision}; dlcli / other) ==")
     print("\n".join(summary))
 
 

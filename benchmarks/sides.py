@@ -47,6 +47,8 @@ recipe = registry.load(name)
 config = recipe.Config(data=data, epochs=epochs, steps_per_epoch=steps, lr_schedule="constant", **overrides)
 splits = loop.preprocessed(recipe.load_data(config))  # lstm/transformer: reviews vectorized once, as dlcli does
 x, y = splits.train
+from dlcli import strategy
+keras.mixed_precision.set_global_policy(strategy.resolve_precision(config, recipe, tf.distribute.get_strategy())[0])  # dlcli's precision
 keras.utils.set_random_seed(config.seed)
 model = recipe.build_model(config, splits)
 per_example = recipe.loss(config)
@@ -96,8 +98,9 @@ for epoch in range(epochs):
         index = order[(step * batch) % (len(x) - batch):][:batch]
         xb, yb = x[index].float().div_(255), y[index]
         optimizer.zero_grad(set_to_none=True)
-        logits = model(xb)
-        loss = loss_fn(logits, yb)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "mixed_bfloat16"):  # PyTorch's mixed bf16
+            logits = model(xb)
+            loss = loss_fn(logits.float(), yb)
         loss.backward()
         optimizer.step()
         correct += (logits.argmax(1) == yb).sum()  # a running accuracy, as the other sides keep
