@@ -12,11 +12,12 @@ frames (SpecAugment-style SpatialDropout); it is off by default: in a 4-epoch FS
 validation accuracy from 0.96 to 0.75. There is no random gain (the per-clip normalisation undoes
 it) and no added noise: it turned the zero padding of short clips into noise in training only,
 and synthetic-tone test accuracy fell from 0.95 to 0.55.
-For speakers the model never heard, `--set band_norm=true --set warp=0.2` normalises each mel
-band over time (each speaker's microphone and room) and stretches spectrograms in training by
-up to 20% in time and frequency (speaking rate, vocal tract length): holding out george, test
-accuracy 0.686 without, 0.820 with. Both are off by default: a steady tone, all in one band,
-is what band_norm removes.
+For speakers the model never heard, `--set band_norm=true --set warp=0.2 --set head=time_pool`
+normalises each mel band over time (each speaker's microphone and room), stretches spectrograms
+in training by up to 20% in time and frequency (speaking rate, vocal tract length), and pools the
+last convolution over time: leaving each FSDD speaker out in turn, mean test accuracy 0.851 (0.799
+with the flatten head; holding out george, 0.686 without the first two). They are off by default:
+a steady tone, all in one band, is what band_norm removes.
 
 Architectures (`--set arch=...`):
   cnn     three Conv2D-BatchNorm-ReLU-MaxPool stages over the log-mel, Flatten, Dense (default)
