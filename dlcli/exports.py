@@ -111,8 +111,9 @@ def float32_model(model):
     without native bf16 would emulate them. Variables are float32 under mixed policies, so
     the weights carry over exactly."""
     from dlcli.lazy import keras
+    from dlcli.loop import all_layers
 
-    if not any(layer.dtype_policy.name.startswith("mixed_") for layer in model._flatten_layers()):
+    if not any(layer.dtype_policy.name.startswith("mixed_") for layer in all_layers(model)):
         return model
 
     def float32_layer(layer):
