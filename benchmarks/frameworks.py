@@ -52,8 +52,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--steps", type=int, default=0, help="steps per epoch for every recipe (0: each recipe's default)")
-    parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16", "auto"],
-                        help="every side's compute precision (PyTorch: torch.autocast to bf16); auto: dlcli's default")
+    parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"],
+                        help="every side's compute precision (PyTorch: torch.autocast to bf16)")
     options = parser.parse_args()
     recipes = [r for r in options.recipes.split(",") if r]
     unknown = [r for r in recipes if r not in RECIPES]
