@@ -54,8 +54,7 @@ def formulations(tf):
         """conv1 > ReLU > max-pool as one convolution on space_to_depth(2) of the input (14x14x4,
         a 2x2 kernel built from k1): its 13x13x128 output holds each pooling window's 4 pixels as
         4 channel groups, so the pool is a max over them; bias and ReLU commute with the max."""
-        kernel = tf.reshape(tf.constant(blocks.reshape(-1, 9)) @ tf.reshape(k1, (9, 32)), (2, 2, 2, 2, 2, 2, 32))
-        kernel = tf.reshape(kernel, (2, 2, 4, 4 * 32))  # (by, bx, py*2+px, (a*2+b)*32+f)
+        kernel = tf.reshape(tf.constant(blocks.reshape(-1, 9)) @ tf.reshape(k1, (9, 32)), (2, 2, 4, 4 * 32))  # (by, bx, py*2+px, (a*2+b)*32+f)
         x = tf.nn.conv2d(tf.nn.space_to_depth(tf.cast(x, tf.float32) / 255, 2), kernel, 1, "VALID")
         return tf.nn.relu(tf.reduce_max(tf.reshape(x, (-1, 13, 13, 4, 32)), axis=3) + b1)
 
