@@ -2,7 +2,10 @@
 and (transformer) the keras-io example as published.
 
 For each recipe, every side trains the same data for `--epochs` x `--steps` steps in a fresh
-process, the sides alternating `--repeats` times (benchmarks/sides.py holds them):
+process, the sides alternating `--repeats` times (benchmarks/sides.py holds them). Every recipe
+also has "Keras fit + tf.data + oneDNN": the Keras side with TF_ENABLE_ONEDNN_OPTS=1, which dlcli
+sets and TensorFlow leaves off on AVX2-only CPUs (on CPUs with AVX-512 VNNI/BF16 or AMX the two
+Keras sides are the same):
   cnn          MNIST, batch 128, Adam: dlcli | Keras fit + tf.data | PyTorch eager
   lstm         IMDB, batch 64, 400 words, Adam: dlcli | Keras fit + tf.data | PyTorch nn.LSTM (packed)
   speech       FSDD, batch 32, Adam: dlcli | Keras fit + tf.data
@@ -34,7 +37,7 @@ RECIPES = {
 
 
 def contestants(recipe):
-    chosen = {"dlcli": sides.DLCLI, "Keras fit + tf.data": sides.KERAS_TFDATA}
+    chosen = {"dlcli": sides.DLCLI, "Keras fit + tf.data": sides.KERAS_TFDATA, "Keras fit + tf.data + oneDNN": sides.KERAS_TFDATA_ONEDNN}
     missing = sides.torch_missing()
     if recipe in ("cnn", "lstm"):
         if missing:

@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 
 RUN = r"""
+import dlcli  # first, as the dlcli command: it sets TensorFlow's environment (oneDNN) before TensorFlow loads
 import dataclasses, itertools, json, sys, tempfile
 import tensorflow as tf
 from dlcli import loop, registry

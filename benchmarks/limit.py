@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 MNIST = REPO.parent / "shared" / "data" / "mnist"
 
 RUN = r"""
+import dlcli  # first, as the dlcli command: it sets TensorFlow's environment (oneDNN) before TensorFlow loads
 import dataclasses, json, statistics, sys, tempfile
 import tensorflow as tf
 from benchmarks import flops

@@ -15,6 +15,7 @@ from benchmarks.snippet import run_snippet
 # dlcli's own loop, as `dlcli train` runs it (constant learning rate; validation and test cut
 # to `test_examples` so that only training is timed, unless a figure needs the whole test set).
 DLCLI = r"""
+import dlcli  # first, as the dlcli command: it sets TensorFlow's environment (oneDNN) before TensorFlow loads
 import dataclasses, json, sys, tempfile
 import keras, numpy as np, tensorflow as tf
 from dlcli import loop, registry
@@ -38,6 +39,8 @@ print(json.dumps({"speeds": [row["examples_per_sec"] for row in result.history],
 # Keras `fit` with the tf.data pipeline the TensorFlow guides recommend, on the recipe's model,
 # loss, metrics and optimizer: the fair Keras peer (not only `fit` on numpy arrays).
 KERAS_TFDATA = r"""
+import os
+os.environ.pop("TF_ENABLE_ONEDNN_OPTS", None)  # TensorFlow's own default, whatever a parent process set
 import json, sys, time
 import keras, tensorflow as tf
 from dlcli import loop, registry
@@ -67,6 +70,11 @@ speeds = []
 model.fit(dataset, epochs=epochs, steps_per_epoch=steps, verbose=0, callbacks=[Timer()])
 print(json.dumps({"speeds": speeds}))
 """
+
+# The same Keras peer with TensorFlow's oneDNN kernels forced on, as dlcli sets them: on CPUs
+# where TensorFlow leaves them off (AVX2-only), this separates dlcli's loop from that setting.
+KERAS_TFDATA_ONEDNN = KERAS_TFDATA.replace('os.environ.pop("TF_ENABLE_ONEDNN_OPTS", None)', 'os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1"')
+assert KERAS_TFDATA_ONEDNN != KERAS_TFDATA
 
 # An idiomatic PyTorch CPU eager loop with the cnn's `source` model, batch, optimizer and loss.
 # Batches are sliced from tensors held in memory (faster than a DataLoader's per-example
@@ -160,6 +168,8 @@ print(json.dumps({"speeds": speeds, "threads": torch.get_num_threads()}))
 # keras-io's text_classification_with_transformer as published (its own blocks, 200 words,
 # embed 32, 2 heads, ff 32, batch 32, `fit` on integer arrays), on the same vectorized reviews.
 KERAS_IO_TRANSFORMER = r"""
+import os
+os.environ.pop("TF_ENABLE_ONEDNN_OPTS", None)  # TensorFlow's own default, as the example runs
 import json, sys, time
 import keras
 from keras import layers, ops

@@ -48,6 +48,7 @@ print(json.dumps(speeds))
 """
 
 DLCLI = r"""
+import dlcli  # first, as the dlcli command: it sets TensorFlow's environment (oneDNN) before TensorFlow loads
 import dataclasses, json, sys, tempfile
 import tensorflow as tf
 from dlcli import loop

@@ -167,4 +167,7 @@ def describe(strategy, name):
         "replicas": strategy.num_replicas_in_sync,
         "replica_devices": replica_devices,
         "visible_devices": [d.name for d in tf.config.list_logical_devices()],
+        # Whether TensorFlow ran oneDNN's CPU kernels (dlcli/__init__.py sets "1" on x86):
+        # they change rounding, so a run compared with another should know.
+        "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
     }

@@ -50,7 +50,7 @@ def test_ring_all_reduce_time():
 
 
 def test_snippets_are_valid_python():
-    for name in ("DLCLI", "KERAS_TFDATA", "TORCH_CNN", "TORCH_LSTM", "KERAS_IO_TRANSFORMER"):
+    for name in ("DLCLI", "KERAS_TFDATA", "KERAS_TFDATA_ONEDNN", "TORCH_CNN", "TORCH_LSTM", "KERAS_IO_TRANSFORMER"):
         compile(getattr(sides, name), name, "exec")
     assert sides.torch_missing() is None or "not installed" in sides.torch_missing()
 

@@ -157,3 +157,27 @@ def test_train_says_and_records_the_precision_auto_chose_and_puts_the_policy_bac
     assert result.exit_code == 0 and "precision mixed_bfloat16" not in result.output
     record = json.loads((tmp_path / "fp32" / "config.json").read_text())
     assert record["strategy"]["precision"] == "float32"
+
+
+ONEDNN_PROBE = (
+    "import os, dlcli\n"
+    "from tensorflow.python.util import _pywrap_util_port as port  # TensorFlow's own answer, not the variable\n"
+    "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'), port.IsMklEnabled())\n"
+)
+
+
+@pytest.mark.parametrize("given, expected", [(None, "1 True"), ("0", "0 False")])
+def test_importing_dlcli_turns_onednn_on_on_x86_unless_the_environment_says_otherwise(given, expected):
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("dlcli sets TF_ENABLE_ONEDNN_OPTS on x86 only")
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if given is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = given
+    probe = subprocess.run([sys.executable, "-c", ONEDNN_PROBE], capture_output=True, text=True, env=env, timeout=120)
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    assert probe.stdout.strip().splitlines()[-1] == expected

@@ -3,6 +3,7 @@ strategy in-process and under MirroredStrategy on two logical CPUs as a real sub
 
 import csv
 import json
+import os
 
 import pytest
 from typer.testing import CliRunner
@@ -34,6 +35,7 @@ def test_digits_reaches_097_and_leaves_a_complete_run(digits_run):
     assert saved["recipe"] == "cnn" and saved["config"]["epochs"] == 20 and saved["config"]["dataset"] == "digits"
     assert saved["strategy"]["name"] == "default" and saved["strategy"]["replicas"] == 1
     assert saved["strategy"]["visible_devices"] and set(saved["versions"]) == {"dlcli", "tensorflow", "keras"}
+    assert saved["strategy"]["TF_ENABLE_ONEDNN_OPTS"] == os.environ.get("TF_ENABLE_ONEDNN_OPTS")  # "1" on x86: dlcli/__init__.py
     rows = list(csv.DictReader((run_dir / "history.csv").open()))
     assert [int(r["epoch"]) for r in rows] == list(range(1, 21))
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])

@@ -1,0 +1,69 @@
+"""TensorFlow's oneDNN CPU kernels (TF_ENABLE_ONEDNN_OPTS) on and off, in dlcli's loop: speed and short-run accuracy.
+
+TensorFlow's Linux x86 wheels turn oneDNN's kernels on by default only on CPUs with
+neural-network instructions (AVX512_VNNI, AVX512_BF16, AVX_VNNI, AMX); on others, an AVX2-only
+AMD EPYC for one, its convolutions run as Eigen's im2col. For each recipe, dlcli trains
+`--epochs` x `--steps` steps (constant learning rate) with TF_ENABLE_ONEDNN_OPTS=0 and =1,
+alternating in fresh processes `--repeats` times; the speed figure is the median examples/s over
+the epochs after the first, the accuracy that of the short run on (the first `TEST` examples
+of) the test set.
+
+    python benchmarks/onednn_cpu.py [--recipes cnn,lstm,speech,transformer] [--repeats 3] [--epochs 3] [--steps N]
+"""
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import sides  # noqa: E402
+from benchmarks.bf16_cpu import TEST  # noqa: E402
+from benchmarks.frameworks import DATA, RECIPES  # noqa: E402
+
+# The variable must be set before TensorFlow loads: the first line of each side's fresh process.
+SETTINGS = {"oneDNN off": "0", "oneDNN on": "1"}
+
+
+def cpu_line():
+    """The CPU's model name and its AVX-512 / AMX / VNNI flags, from /proc/cpuinfo."""
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return "unknown CPU"
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "unknown CPU")
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    wide = sorted({f for f in flags if f.startswith(("avx512", "amx", "avx_vnni"))})
+    return f"{model}; {', '.join(wide) or 'no AVX-512, AMX or VNNI (AVX2 only)' if 'avx2' in flags else 'no AVX2'}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipes", default="cnn,lstm,speech,transformer")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=0, help="steps per epoch for every recipe (0: each recipe's default)")
+    options = parser.parse_args()
+    print(f"CPU: {cpu_line()}", flush=True)
+    summary = []
+    for recipe in [r for r in options.recipes.split(",") if r]:
+        folder, steps, batch, _ = RECIPES[recipe]
+        steps = options.steps or steps
+        print(f"\n{recipe}: {options.epochs} epochs x {steps} steps of {batch}, {options.repeats} alternating repeats", flush=True)
+        chosen = {label: f"import os; os.environ['TF_ENABLE_ONEDNN_OPTS'] = '{value}'\n" + sides.DLCLI for label, value in SETTINGS.items()}
+        overrides = json.dumps({"precision": "float32", "test_examples": TEST[recipe]})
+        figures, results = sides.alternate(chosen, (recipe, DATA / folder, options.epochs, steps, overrides), options.repeats)
+        ratio, low, high = sides.ratio_line(figures, "oneDNN on", "oneDNN off")
+        accuracy = {label: statistics.median(r["test"]["accuracy"] for r in results[label]) for label in SETTINGS}
+        summary.append(
+            f"{recipe:>11}: oneDNN on {statistics.median(figures['oneDNN on']):.0f} vs off {statistics.median(figures['oneDNN off']):.0f} "
+            f"examples/s = {ratio:.2f}x (per-repeat {low:.2f}-{high:.2f}); short-run test accuracy on {accuracy['oneDNN on']:.4f} "
+            f"vs off {accuracy['oneDNN off']:.4f}"
+        )
+    print(f"\n== summary (oneDNN on / off, float32; {options.repeats} alternating repeats, medians; CPU: {cpu_line()}) ==")
+    print("\n".join(summary))
+
+
+if __name__ == "__main__":
+    main()
