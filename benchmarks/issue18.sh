@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 18's figures for the README "Performance against the alternatives" block, in sequence,
-# with the settings the README quotes. About 50 minutes on a quiet 2-core machine (many times
+# with the settings the README quotes. About 60 minutes on a quiet 2-core machine (many times
 # that on a shared one). Needs ../shared/data and, for the PyTorch sides, `pip install -e '.[bench]'`.
 # Each script ends with a "== summary" block; this prints them again at the end.
 #
@@ -19,9 +19,11 @@ run benchmarks/limit.py --repeats 3 --epochs 3 --steps 150
 run benchmarks/frameworks.py --repeats 3 --epochs 3
 run benchmarks/cnn_formulations.py --rounds 10 --steps 20
 run benchmarks/bf16_cpu.py --repeats 2 --epochs 2
+run benchmarks/onednn_cpu.py --repeats 2 --epochs 3
 run benchmarks/multiworker.py --repeats 2 --epochs 3 --steps 100
 run benchmarks/allreduce_table.py --steps 10
 python benchmarks/gpu_precision.py 2>&1 | tail -3
+# On a GPU machine with JAX and no TensorFlow: KERAS_BACKEND=jax python benchmarks/gpu_keras_jax.py --data DIR --repeats 2
 uptime
 echo; echo "======== all summaries ($((SECONDS - started)) s) ========"
 awk '/^### /{print} /^== summary/{on=1} /^### /{on=0} on' "$log"

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from benchmarks import allreduce_table, flops, sides
+from benchmarks import allreduce_table, flops, gpu_keras_jax, sides
 
 
 def cnn_model(**overrides):
@@ -53,6 +53,8 @@ def test_snippets_are_valid_python():
     for name in ("DLCLI", "KERAS_TFDATA", "KERAS_TFDATA_ONEDNN", "TORCH_CNN", "TORCH_LSTM", "KERAS_IO_TRANSFORMER"):
         compile(getattr(sides, name), name, "exec")
     assert sides.torch_missing() is None or "not installed" in sides.torch_missing()
+    for name in ("KERAS_JAX", "TORCH_CUDA"):  # the GPU sides for a machine without TensorFlow
+        compile(getattr(gpu_keras_jax, name), name, "exec")
 
 
 def test_ratio_line_is_the_median_of_paired_ratios():
