@@ -11,8 +11,6 @@ bf16 in float32 and converts in between.
 """
 
 import argparse
-import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -42,21 +40,9 @@ def main():
         folder, _, batch, _ = RECIPES[recipe]
         steps = options.steps or STEPS[recipe]
         print(f"\n{recipe}: {options.epochs} epochs x {steps} steps of {batch}, {options.repeats} alternating repeats", flush=True)
-        precisions = {"float32": sides.DLCLI, "mixed_bfloat16": sides.DLCLI}
-        figures, results = {}, {}
-        for repeat in range(options.repeats):
-            for precision in precisions:
-                overrides = {"precision": precision, "test_examples": TEST[recipe]}
-                f, r = sides.alternate({precision: sides.DLCLI}, (recipe, DATA / folder, options.epochs, steps, json.dumps(overrides)), 1)
-                figures.setdefault(precision, []).extend(f[precision])
-                results.setdefault(precision, []).extend(r[precision])
-        ratio, low, high = sides.ratio_line(figures, "mixed_bfloat16", "float32")
-        accuracy = {p: statistics.median(r["test"]["accuracy"] for r in results[p]) for p in precisions}
-        summary.append(
-            f"{recipe:>11}: bf16 {statistics.median(figures['mixed_bfloat16']):.0f} vs float32 {statistics.median(figures['float32']):.0f} "
-            f"examples/s = {ratio:.2f}x (per-repeat {low:.2f}-{high:.2f}); short-run test accuracy bf16 {accuracy['mixed_bfloat16']:.4f} "
-            f"vs float32 {accuracy['float32']:.4f}"
-        )
+        settings = {p: (sides.DLCLI, {"precision": p, "test_examples": TEST[recipe]}) for p in ("float32", "mixed_bfloat16")}
+        figures, results = sides.compare_dlcli_settings(recipe, DATA / folder, options.epochs, steps, options.repeats, settings)
+        summary.append(sides.settings_line(recipe, figures, results, "mixed_bfloat16", "float32"))
     print(f"\n== summary (bf16 / float32; {options.repeats} alternating repeats, medians; CPU bf16 flags: {', '.join(flags) or 'none'}) ==")
     print("\n".join(summary))
 

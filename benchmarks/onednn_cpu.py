@@ -12,8 +12,6 @@ of) the test set.
 """
 
 import argparse
-import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -51,16 +49,12 @@ def main():
         folder, steps, batch, _ = RECIPES[recipe]
         steps = options.steps or steps
         print(f"\n{recipe}: {options.epochs} epochs x {steps} steps of {batch}, {options.repeats} alternating repeats", flush=True)
-        chosen = {label: f"import os; os.environ['TF_ENABLE_ONEDNN_OPTS'] = '{value}'\n" + sides.DLCLI for label, value in SETTINGS.items()}
-        overrides = json.dumps({"precision": "float32", "test_examples": TEST[recipe]})
-        figures, results = sides.alternate(chosen, (recipe, DATA / folder, options.epochs, steps, overrides), options.repeats)
-        ratio, low, high = sides.ratio_line(figures, "oneDNN on", "oneDNN off")
-        accuracy = {label: statistics.median(r["test"]["accuracy"] for r in results[label]) for label in SETTINGS}
-        summary.append(
-            f"{recipe:>11}: oneDNN on {statistics.median(figures['oneDNN on']):.0f} vs off {statistics.median(figures['oneDNN off']):.0f} "
-            f"examples/s = {ratio:.2f}x (per-repeat {low:.2f}-{high:.2f}); short-run test accuracy on {accuracy['oneDNN on']:.4f} "
-            f"vs off {accuracy['oneDNN off']:.4f}"
-        )
+        settings = {
+            label: (f"import os; os.environ['TF_ENABLE_ONEDNN_OPTS'] = '{value}'\n" + sides.DLCLI, {"precision": "float32", "test_examples": TEST[recipe]})
+            for label, value in SETTINGS.items()
+        }
+        figures, results = sides.compare_dlcli_settings(recipe, DATA / folder, options.epochs, steps, options.repeats, settings)
+        summary.append(sides.settings_line(recipe, figures, results, "oneDNN on", "oneDNN off"))
     print(f"\n== summary (oneDNN on / off, float32; {options.repeats} alternating repeats, medians; CPU: {cpu_line()}) ==")
     print("\n".join(summary))
 

@@ -7,6 +7,7 @@ on the same examples; only the training is timed.
 Arguments of every snippet: recipe name, data path, epochs, steps, JSON config overrides.
 """
 
+import json
 import statistics
 import time
 
@@ -248,6 +249,29 @@ def alternate(sides, args, repeats, log=print):
             results[label].append(result)
             log(f"repeat {repeat + 1} {label:>24}: {figures[label][-1]:8.1f} examples/s ({time.perf_counter() - started:.0f} s)", flush=True)
     return figures, results
+
+
+def compare_dlcli_settings(recipe, data, epochs, steps, repeats, settings):
+    """dlcli's loop on `recipe` under each of `settings` ({label: (code, config overrides)}, the
+    code a variant of DLCLI), alternating in fresh processes `repeats` times; returns what
+    `alternate` returns."""
+    figures, results = {}, {}
+    for _ in range(repeats):
+        for label, (code, overrides) in settings.items():
+            f, r = alternate({label: code}, (recipe, data, epochs, steps, json.dumps(overrides)), 1)
+            figures.setdefault(label, []).extend(f[label])
+            results.setdefault(label, []).extend(r[label])
+    return figures, results
+
+
+def settings_line(recipe, figures, results, base, other):
+    """One summary line: `base` against `other` in examples/s (the median of paired ratios) and
+    the short runs' test accuracy."""
+    ratio, low, high = ratio_line(figures, base, other)
+    speed = {label: statistics.median(figures[label]) for label in (base, other)}
+    accuracy = {label: statistics.median(r["test"]["accuracy"] for r in results[label]) for label in (base, other)}
+    return (f"{recipe:>11}: {base} {speed[base]:.0f} vs {other} {speed[other]:.0f} examples/s = {ratio:.2f}x "
+            f"(per-repeat {low:.2f}-{high:.2f}); short-run test accuracy {accuracy[base]:.4f} vs {accuracy[other]:.4f}")
 
 
 def ratio_line(figures, base, other):

@@ -72,3 +72,10 @@ def test_cnn_formulations_compute_the_recipe_model():
     expected = model(x, training=False).numpy()
     for name, forward in cnn_formulations.formulations(tf).items():
         np.testing.assert_allclose(forward(x, weights).numpy(), expected, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_settings_line_pairs_speed_and_accuracy():
+    figures = {"on": [300, 200], "off": [100, 100]}
+    results = {"on": [{"test": {"accuracy": 0.9}}, {"test": {"accuracy": 0.8}}], "off": [{"test": {"accuracy": 0.7}}] * 2}
+    line = sides.settings_line("cnn", figures, results, "on", "off")
+    assert line == "        cnn: on 250 vs off 100 examples/s = 2.50x (per-repeat 2.00-3.00); short-run test accuracy 0.8500 vs 0.7000"
