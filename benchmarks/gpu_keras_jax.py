@@ -13,7 +13,11 @@ Each configuration runs in its own process; examples/s is the median over the ep
 first (which pays for XLA compilation); the time to 0.992 counts every epoch's training,
 compilation included, and no evaluation.
 
-    KERAS_BACKEND=jax python benchmarks/gpu_keras_jax.py --data ../shared/data/mnist [--epochs 5]
+    KERAS_BACKEND=jax python benchmarks/gpu_keras_jax.py --data ../shared/data/mnist [--epochs 5] [--repeats 2]
+
+On the lent H200 (Python 3.12, JAX and PyTorch with CUDA 13, no Keras): carry the wheels of
+keras 3.15.1, namex 0.1.0 and optree 0.20.0 (cp312) and a copy of the MNIST folder in folders
+the device tool's `carry` names; about 2 minutes a repeat is expected there.
 """
 
 import argparse
