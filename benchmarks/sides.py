@@ -238,13 +238,14 @@ def torch_missing():
 
 def alternate(sides, args, repeats, log=print):
     """Runs each side of `sides` ({label: snippet}) once per repeat, alternating, in fresh
-    processes; returns {label: [median examples/s of each run]} and {label: [raw results]}."""
+    processes, with the snippet arguments `args` (the same for every side, or {label: args});
+    returns {label: [median examples/s of each run]} and {label: [raw results]}."""
     figures = {label: [] for label in sides}
     results = {label: [] for label in sides}
     for repeat in range(repeats):
         for label, code in sides.items():
             started = time.perf_counter()
-            result = run_snippet(code, *args)
+            result = run_snippet(code, *(args[label] if isinstance(args, dict) else args))
             figures[label].append(statistics.median(result["speeds"][1:]))  # the first epoch pays for tracing
             results[label].append(result)
             log(f"repeat {repeat + 1} {label:>24}: {figures[label][-1]:8.1f} examples/s ({time.perf_counter() - started:.0f} s)", flush=True)
@@ -255,13 +256,9 @@ def compare_dlcli_settings(recipe, data, epochs, steps, repeats, settings):
     """dlcli's loop on `recipe` under each of `settings` ({label: (code, config overrides)}, the
     code a variant of DLCLI), alternating in fresh processes `repeats` times; returns what
     `alternate` returns."""
-    figures, results = {}, {}
-    for _ in range(repeats):
-        for label, (code, overrides) in settings.items():
-            f, r = alternate({label: code}, (recipe, data, epochs, steps, json.dumps(overrides)), 1)
-            figures.setdefault(label, []).extend(f[label])
-            results.setdefault(label, []).extend(r[label])
-    return figures, results
+    codes = {label: code for label, (code, _) in settings.items()}
+    args = {label: (recipe, data, epochs, steps, json.dumps(overrides)) for label, (_, overrides) in settings.items()}
+    return alternate(codes, args, repeats)
 
 
 def settings_line(recipe, figures, results, base, other):

@@ -79,3 +79,11 @@ def test_settings_line_pairs_speed_and_accuracy():
     results = {"on": [{"test": {"accuracy": 0.9}}, {"test": {"accuracy": 0.8}}], "off": [{"test": {"accuracy": 0.7}}] * 2}
     line = sides.settings_line("cnn", figures, results, "on", "off")
     assert line == "        cnn: on 250 vs off 100 examples/s = 2.50x (per-repeat 2.00-3.00); short-run test accuracy 0.8500 vs 0.7000"
+
+
+def test_alternate_gives_each_side_its_own_arguments_and_counts_repeats():
+    echo = 'import json, sys; print(json.dumps({"speeds": [0.0, float(sys.argv[1])]}))'
+    lines = []
+    figures, results = sides.alternate({"a": echo, "b": echo}, {"a": (2,), "b": (5,)}, 2, log=lambda line, **_: lines.append(line))
+    assert figures == {"a": [2.0, 2.0], "b": [5.0, 5.0]}
+    assert [line.split()[:3] for line in lines] == [["repeat", "1", "a:"], ["repeat", "1", "b:"], ["repeat", "2", "a:"], ["repeat", "2", "b:"]]
