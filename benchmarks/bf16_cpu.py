@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import sides  # noqa: E402
-from benchmarks.frameworks import DATA, RECIPES  # noqa: E402
+from benchmarks.frameworks import DATA, RECIPES, recipes_of  # noqa: E402
 from dlcli.strategy import cpu_bf16_flags  # noqa: E402
 
 TEST = {"cnn": 10000, "lstm": 2000, "speech": 0, "transformer": 2000}  # 0: the whole test set
@@ -33,7 +33,7 @@ def main():
     options = parser.parse_args()
     flags = cpu_bf16_flags()
     print(f"CPU bf16 instructions in /proc/cpuinfo: {', '.join(flags) or 'none (no avx512_bf16, no amx_bf16)'}")
-    recipes = [r for r in options.recipes.split(",") if r]
+    recipes = recipes_of(options.recipes)
     print(f"a few minutes per recipe without bf16 instructions (bf16 ran 13x slower than float32 here)", flush=True)
     summary = []
     for recipe in recipes:

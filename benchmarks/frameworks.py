@@ -36,6 +36,15 @@ RECIPES = {
 }
 
 
+def recipes_of(option):
+    """The recipes a comma-separated --recipes names; an unknown one ends the benchmark in one line."""
+    recipes = [r for r in option.split(",") if r]
+    unknown = [r for r in recipes if r not in RECIPES]
+    if unknown:
+        raise SystemExit(f"unknown recipe(s) {unknown}; choose from {', '.join(RECIPES)}")
+    return recipes
+
+
 def contestants(recipe):
     chosen = {"dlcli": sides.DLCLI, "Keras fit + tf.data": sides.KERAS_TFDATA, "Keras fit + tf.data + oneDNN": sides.KERAS_TFDATA_ONEDNN}
     missing = sides.torch_missing()
@@ -58,10 +67,7 @@ def main():
     parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"],
                         help="every side's compute precision (PyTorch: torch.autocast to bf16)")
     options = parser.parse_args()
-    recipes = [r for r in options.recipes.split(",") if r]
-    unknown = [r for r in recipes if r not in RECIPES]
-    if unknown:
-        raise SystemExit(f"unknown recipe(s) {unknown}; choose from {', '.join(RECIPES)}")
+    recipes = recipes_of(options.recipes)
     estimate = sum(
         options.repeats * (2 if r == "speech" else 3) * (30 + options.epochs * (options.steps or RECIPES[r][1]) * RECIPES[r][3])
         for r in recipes

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import sides  # noqa: E402
 from benchmarks.bf16_cpu import TEST  # noqa: E402
-from benchmarks.frameworks import DATA, RECIPES  # noqa: E402
+from benchmarks.frameworks import DATA, RECIPES, recipes_of  # noqa: E402
 
 # The variable must be set before TensorFlow loads: the first line of each side's fresh process.
 SETTINGS = {"oneDNN off": "0", "oneDNN on": "1"}
@@ -45,7 +45,7 @@ def main():
     options = parser.parse_args()
     print(f"CPU: {cpu_line()}", flush=True)
     summary = []
-    for recipe in [r for r in options.recipes.split(",") if r]:
+    for recipe in recipes_of(options.recipes):
         folder, steps, batch, _ = RECIPES[recipe]
         steps = options.steps or steps
         print(f"\n{recipe}: {options.epochs} epochs x {steps} steps of {batch}, {options.repeats} alternating repeats", flush=True)
