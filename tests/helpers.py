@@ -1,11 +1,37 @@
-"""Small data writers for tests: IDX files and image folders, made on the fly."""
+"""Test helpers: the CLI run in-process, and small data writers (IDX files, image folders,
+WAV files) made on the fly."""
 
 import gzip
+import json
 from pathlib import Path
 
 import numpy as np
+from typer.testing import CliRunner
 
+from dlcli.cli import app
 from dlcli.sources.idx import FILES as IDX_FILES
+
+
+def invoke(*args, env=None):
+    """`dlcli ARGS` through Typer's CliRunner; arguments may be paths or numbers."""
+    return CliRunner(env=env).invoke(app, [str(a) for a in args])
+
+
+def ok_json(*args):
+    """The --json output of a command that must succeed."""
+    result = invoke(*args, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def assert_one_line_error(result, *fragments):
+    """Bad input: exit code 2 and one line on stderr that says what was wrong; no traceback."""
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
 
 
 def write_idx(path, array, magic=None, compress=True):

@@ -4,30 +4,11 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from dlcli import registry
-from dlcli.cli import app
 from dlcli.run import DataSpec, RunRecord
-from tests.helpers import write_idx, write_idx_folder
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *fragments):
-    """Bad input: exit code 2 and one line on stderr that says what was wrong; no traceback."""
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
+from tests.helpers import assert_one_line_error, invoke, write_idx, write_idx_folder
 
 
 def test_help_and_list_do_not_import_tensorflow():
@@ -161,7 +142,7 @@ def test_bad_input_as_a_subprocess_prints_one_line_and_exits_2(dlcli_subprocess)
 
 
 def test_bad_data_files_for_each_recipe_are_one_line_errors(tmp_path):
-    from tests.helpers import write_image_folder, write_png
+    from tests.helpers import write_image_folder
 
     table = tmp_path / "table.csv"
     table.write_text("rooms,name,price\n3,villa,100\n4,flat,120\n")

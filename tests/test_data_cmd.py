@@ -4,7 +4,6 @@ import json
 
 from typer.testing import CliRunner
 
-from dlcli import data
 from dlcli.sources import tfds as tfds_source
 from dlcli.cli import app
 from tests.helpers import write_idx_folder, write_image_folder

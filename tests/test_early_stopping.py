@@ -8,17 +8,13 @@ import signal
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from dlcli import loop, rundir
-from dlcli.cli import app
 from dlcli import config as config_lib
 from dlcli.config import TrainConfig
-from tests.test_cli import assert_one_line_error
 from tests.test_fault_tolerance import finish, start, wait_for
 from tests.test_loop import cnn, tf, tiny_splits, two_replicas
-
-runner = CliRunner()
+from tests.helpers import assert_one_line_error, invoke
 
 
 def test_mode_follows_the_metric_unless_given():
@@ -123,17 +119,17 @@ QUICK = ["--dataset", "digits", "--set", "steps_per_epoch=4", "--batch-size", "3
 )
 def test_a_monitor_the_run_does_not_produce_is_refused_before_training(tmp_path, extra, fragments):
     run_dir = tmp_path / "run"
-    result = runner.invoke(app, ["train", "cnn", *map(str, QUICK), *map(str, extra), "-o", str(run_dir)])
+    result = invoke("train", "cnn", *QUICK, *extra, "-o", run_dir)
     assert_one_line_error(result, *fragments)
     assert not run_dir.exists(), "a refused run left files behind"
 
 
 def test_resuming_a_run_without_early_stopping_with_it_is_refused(tmp_path):
     run_dir = tmp_path / "run"
-    first = runner.invoke(app, ["train", "cnn", *map(str, QUICK), "--epochs", "1", "-o", str(run_dir)])
+    first = invoke("train", "cnn", *QUICK, "--epochs", 1, "-o", run_dir)
     assert first.exit_code == 0, first.output
     before = (run_dir / "metrics.json").read_bytes()
-    result = runner.invoke(app, ["train", "cnn", *map(str, QUICK), "--early-stopping", "2", "-o", str(run_dir), "--resume"])
+    result = invoke("train", "cnn", *QUICK, "--early-stopping", 2, "-o", run_dir, "--resume")
     assert_one_line_error(result, "was saved by a run without early stopping", "resume it without --early-stopping")
     assert (run_dir / "metrics.json").read_bytes() == before
 

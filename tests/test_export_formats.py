@@ -9,12 +9,10 @@ import json
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from dlcli import registry
-from dlcli.cli import app
 from dlcli.data import load_digits
-from tests.helpers import tone, write_png, write_wav
+from tests.helpers import invoke, tone, write_png, write_wav
 
 RECIPES = registry.recipe_names()
 FORMATS = {"savedmodel": "savedmodel", "litert": "model.tflite", "onnx": "model.onnx", "openvino": "openvino"}
@@ -42,10 +40,6 @@ def env(tmp_path_factory):
     return {"DLCLI_HOME": str(tmp_path_factory.mktemp("home"))}
 
 
-def invoke(env, *args):
-    return CliRunner(env=env).invoke(app, [str(a) for a in args])
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, env):
     """recipe -> a tiny run folder (the recipe's QUICK settings, 1 epoch), trained once."""
@@ -56,7 +50,7 @@ def trained(tmp_path_factory, env):
             quick = dict(importlib.import_module(f"recipes.{name}").QUICK, epochs=1)
             args = ["train", name, "--strategy", "default", "-o", root / name]
             args += [item for key, value in quick.items() for item in ("--set", f"{key}={value}")]
-            result = invoke(env, *args)
+            result = invoke(*args, env=env)
             assert result.exit_code == 0, result.output
             runs[name] = root / name
         return runs[name]
@@ -89,7 +83,7 @@ KINDS = {"autoencoder": "images", "cnn": "images", "rnn": "images", "softmax": "
 
 
 def predictions(env, model, inputs, out):
-    result = invoke(env, "predict", model, *inputs, "--json", "--output", out)
+    result = invoke("predict", model, *inputs, "--json", "--output", out, env=env)
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
@@ -110,7 +104,7 @@ def test_export_round_trips_or_is_refused_cleanly(fmt, name, trained, raw_inputs
     assert set(KINDS) == set(RECIPES), "a new recipe needs its predict inputs here"
     run = trained(name)
     target = tmp_path / "shipped" / FORMATS[fmt]
-    result = invoke(env, "export", run, "--format", fmt, "-o", target)
+    result = invoke("export", run, "--format", fmt, "-o", target, env=env)
     if (fmt, name) in REFUSED:
         assert result.exit_code == 2, result.output
         assert result.stderr.count("\n") == 1 and "cannot convert" in result.stderr and REFUSED[fmt, name] in result.stderr, result.stderr
@@ -139,7 +133,7 @@ def test_text_litert_export_is_integer_tokens_and_runs_without_flex_ops(trained,
     from ai_edge_litert.interpreter import Interpreter
 
     target = tmp_path / "lstm.tflite"
-    assert invoke(env, "export", trained("lstm"), "--format", "litert", "-o", target).exit_code == 0
+    assert invoke("export", trained("lstm"), "--format", "litert", "-o", target, env=env).exit_code == 0
     interpreter = Interpreter(model_path=str(target))  # the plain interpreter: Flex ops would fail here
     interpreter.allocate_tensors()
     (source,) = interpreter.get_input_details()
@@ -152,34 +146,34 @@ def test_text_litert_export_is_integer_tokens_and_runs_without_flex_ops(trained,
     info = json.loads(sidecar.read_text())
     info["export"]["text_vectorization"]["vocabulary"][0] = "tampered"
     sidecar.write_text(json.dumps(info))
-    result = invoke(env, "predict", target, "great film")
+    result = invoke("predict", target, "great film", env=env)
     assert result.exit_code == 2 and "did not export with dlcli" in result.stderr and "--unsafe" in result.stderr
 
 
 @pytest.mark.parametrize("fmt", ["litert", "onnx", "openvino"])
 def test_a_tampered_export_is_refused_unless_unsafe(fmt, trained, raw_inputs, env, tmp_path):
     target = tmp_path / FORMATS[fmt]
-    assert invoke(env, "export", trained("softmax"), "--format", fmt, "-o", target).exit_code == 0
+    assert invoke("export", trained("softmax"), "--format", fmt, "-o", target, env=env).exit_code == 0
     changed = target / "model.bin" if fmt == "openvino" else target
     data = bytearray(changed.read_bytes())
     data[-1] ^= 1  # one bit of a weight or of the file's tail
     changed.write_bytes(bytes(data))
-    result = invoke(env, "predict", target, raw_inputs["images"][0])
+    result = invoke("predict", target, raw_inputs["images"][0], env=env)
     assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
     assert "did not export with dlcli" in result.stderr and "--unsafe" in result.stderr
     # --unsafe lifts the trust refusal (whether the changed bytes still load is then the runtime's business).
-    assert "did not export" not in invoke(env, "predict", target, raw_inputs["images"][0], "--unsafe").stderr
+    assert "did not export" not in invoke("predict", target, raw_inputs["images"][0], "--unsafe", env=env).stderr
 
 
 @pytest.mark.parametrize("fmt, module", [("litert", "ai_edge_litert"), ("onnx", "onnxruntime"), ("openvino", "openvino")])
 def test_a_missing_runtime_is_one_line_naming_the_extra(fmt, module, trained, raw_inputs, env, tmp_path, monkeypatch):
     run = trained("softmax")
     exported = tmp_path / FORMATS[fmt]
-    assert invoke(env, "export", run, "--format", fmt, "-o", exported).exit_code == 0
+    assert invoke("export", run, "--format", fmt, "-o", exported, env=env).exit_code == 0
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == module else real_find_spec(name, *a))
     for args in (["export", run, "--format", fmt, "-o", tmp_path / "again" / FORMATS[fmt]], ["predict", exported, raw_inputs["images"][0]]):
-        result = invoke(env, *args)
+        result = invoke(*args, env=env)
         assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
         assert module in result.stderr and 'pip install -e ".[export]"' in result.stderr, result.stderr
     assert not (tmp_path / "again").exists()
@@ -192,7 +186,7 @@ def test_an_export_that_disagrees_with_the_keras_model_is_not_kept(trained, env,
     real_runner = exports.runner
     monkeypatch.setattr(exports, "runner", lambda *a: (lambda x, run=real_runner(*a): run(x) + 0.01))
     target = tmp_path / "drift.onnx"
-    result = invoke(env, "export", trained("softmax"), "--format", "onnx", "-o", target)
+    result = invoke("export", trained("softmax"), "--format", "onnx", "-o", target, env=env)
     assert result.exit_code == 2 and "differs from the Keras model by up to 0.01" in result.stderr, result.output
     assert not target.exists() and not target.with_name("drift.onnx.json").exists()
     assert [p.name for p in tmp_path.iterdir()] == []

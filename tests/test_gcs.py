@@ -146,7 +146,7 @@ def test_bad_gs_locations_are_one_line_before_the_data_loads(gcs, tmp_path, monk
     from typer.testing import CliRunner
 
     from dlcli.cli import app
-    from tests.test_cli import assert_one_line_error
+    from tests.helpers import assert_one_line_error
 
     for name, value in env_for(gcs, tmp_path / "cache").items():
         monkeypatch.setenv(name, value)

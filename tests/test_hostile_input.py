@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from dlcli import registry, rundir, text
+from dlcli import registry, rundir
 from dlcli.cli import app
 from dlcli.errors import WriteError
 

@@ -2,30 +2,16 @@
 from disk; trained, evaluated and predicted through the CLI."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from dlcli import data
-from dlcli.cli import app
 from dlcli.sources import image_folder
 from recipes.cnn import Config
-from tests.helpers import write_messy_images, write_png
+from tests.helpers import invoke, ok_json, write_messy_images
 
-runner = CliRunner()
 CLASSES = ("cat", "dog", "owl")
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def ok_json(*args):
-    result = invoke(*args, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 def make_layout(root, folders, per_class=8):

@@ -1,34 +1,14 @@
 """`dlcli predict` and `dlcli export`: raw inputs in, and the same answers from every export."""
 
-import json
 import shutil
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from typer.testing import CliRunner
 
-from dlcli.cli import app
 from dlcli.data import load_digits
-from tests.helpers import write_png
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def ok_json(*args):
-    result = invoke(*args, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-def one_line_error(result, fragment):
-    assert result.exit_code == 2, result.output
-    assert result.stderr.count("\n") == 1 and fragment in result.stderr, result.stderr
+from tests.helpers import assert_one_line_error, invoke, ok_json, write_png
 
 
 @pytest.fixture(scope="module")
@@ -80,14 +60,14 @@ def test_colour_and_odd_sized_images_are_converted(digits_run, tmp_path):
 def test_predict_and_export_refuse_bad_input(digits_run, tmp_path):
     text = tmp_path / "notes.png"
     text.write_text("not an image")
-    one_line_error(invoke("predict", digits_run, text), "notes.png is not a readable image")
-    one_line_error(invoke("predict", digits_run, tmp_path / "missing.png"), "input image not found")
-    one_line_error(invoke("predict", tmp_path / "nowhere", text), "not found")
-    one_line_error(invoke("predict", digits_run, text, "--top-k", 0), "--top-k must be a positive integer")
-    one_line_error(invoke("export", tmp_path, "--format", "keras"), "is not a dlcli run folder")
-    one_line_error(invoke("export", digits_run, "--format", "pb"), "--format")
+    assert_one_line_error(invoke("predict", digits_run, text), "notes.png is not a readable image")
+    assert_one_line_error(invoke("predict", digits_run, tmp_path / "missing.png"), "input image not found")
+    assert_one_line_error(invoke("predict", tmp_path / "nowhere", text), "not found")
+    assert_one_line_error(invoke("predict", digits_run, text, "--top-k", 0), "--top-k must be a positive integer")
+    assert_one_line_error(invoke("export", tmp_path, "--format", "keras"), "is not a dlcli run folder")
+    assert_one_line_error(invoke("export", digits_run, "--format", "pb"), "--format")
     invoke("export", digits_run, "--format", "keras")
-    one_line_error(invoke("export", digits_run, "--format", "keras"), "already exists; pass --overwrite")
+    assert_one_line_error(invoke("export", digits_run, "--format", "keras"), "already exists; pass --overwrite")
 
 
 def test_a_model_with_code_in_it_is_refused_unless_unsafe(digits_run, tmp_path):
@@ -99,7 +79,7 @@ def test_a_model_with_code_in_it_is_refused_unless_unsafe(digits_run, tmp_path):
     image = tmp_path / "x.png"
     write_png(image, np.zeros((28, 28)))
     for args in (["predict", run_dir, image], ["export", run_dir, "--format", "keras", "-o", tmp_path / "e.keras"], ["evaluate", run_dir]):
-        one_line_error(invoke(*args), "safe mode")
+        assert_one_line_error(invoke(*args), "safe mode")
     assert invoke("predict", run_dir, image, "--unsafe").exit_code == 0
 
 
@@ -110,7 +90,7 @@ def test_a_truncated_model_file_is_a_clear_error(digits_run, tmp_path):
     (run_dir / "model.keras").write_bytes(data[: len(data) // 2])
     image = tmp_path / "x.png"
     write_png(image, np.zeros((28, 28)))
-    one_line_error(invoke("predict", run_dir, image), "cannot load")
+    assert_one_line_error(invoke("predict", run_dir, image), "cannot load")
 
 
 def test_sentiment_savedmodel_answers_a_raw_string(tmp_path):
@@ -144,7 +124,7 @@ def test_regression_forecast_and_autoencoder_predict_from_files(tmp_path):
     assert 5 < row["next_value"] < 15
     short = tmp_path / "short.csv"
     short.write_text("value\n1\n2\n")
-    one_line_error(invoke("predict", fc, short), "the model reads the last 48")
+    assert_one_line_error(invoke("predict", fc, short), "the model reads the last 48")
 
     ae = tmp_path / "ae"
     ok_json("train", "autoencoder", "--dataset", "digits", "--epochs", 1, "-o", ae)

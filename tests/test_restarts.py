@@ -5,22 +5,14 @@ import json
 import random
 import signal
 import time
-from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from dlcli import rundir
-from dlcli.cli import app
-from tests.test_cli import assert_one_line_error
+from tests.helpers import assert_one_line_error, invoke
 
-runner = CliRunner()
 QUICK = ["--dataset", "digits", "--set", "steps_per_epoch=6", "--batch-size", "32", "--strategy", "default"]
 SINGLE_WORKER = json.dumps({"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 0}})
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(autouse=True)

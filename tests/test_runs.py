@@ -4,18 +4,11 @@ import json
 import subprocess
 import sys
 
-from typer.testing import CliRunner
 
 from dlcli import rundir
-from dlcli.cli import app
 from dlcli.run import DataSpec, RunRecord
 from recipes import cnn, regression
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
+from tests.helpers import invoke
 
 
 def make_run(folder, recipe, config, accuracy=None, val_loss=(0.5,), best_epoch=None, complete=True):

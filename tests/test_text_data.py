@@ -6,13 +6,11 @@ import json
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from dlcli import data, sources
-from dlcli.cli import app
+from dlcli import sources
 from recipes import lstm
+from tests.helpers import invoke, ok_json
 
-runner = CliRunner()
 TOPICS = {
     "sport": "goal match team score league coach player referee",
     "food": "recipe soup bread spicy dinner kitchen sauce bake",
@@ -23,16 +21,6 @@ TOPICS = {
 FILLER = "the a today really this was and very so we".split()
 QUICK = ["--epochs", 4, "--strategy", "default", "--batch-size", 16, "--set", "units=16", "--set", "embedding_dim=16",
          "--set", "sequence_length=16", "--set", "learning_rate=0.01"]
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def ok_json(*args):
-    result = invoke(*args, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 def messages(n_classes, per_class, seed=0):

@@ -9,32 +9,18 @@ import sys
 import time
 
 import pytest
-from typer.testing import CliRunner
 
 from dlcli import config as config_lib
 from dlcli import hypertune
-from dlcli.cli import app
 from dlcli.errors import DlcliError
 from recipes import cnn
 from tests.conftest import REPO
+from tests.helpers import assert_one_line_error, invoke
 
 optuna = pytest.importorskip("optuna")
 
-runner = CliRunner()
 TINY = ["--dataset", "digits", "--epochs", "1", "--set", "steps_per_epoch=2"]
 SPACE = ["--space", "learning_rate=log:1e-3..1e-2", "--space", "batch_size=16,32"]
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, *fragments):
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_space_is_parsed_against_the_config():
@@ -69,18 +55,18 @@ def test_space_is_parsed_against_the_config():
     ],
 )
 def test_bad_space_is_one_line_before_tensorflow(spec, fragments, tmp_path):
-    one_line_error(invoke("tune", "cnn", "--space", spec, "-o", tmp_path / "out"), *fragments)
+    assert_one_line_error(invoke("tune", "cnn", "--space", spec, "-o", tmp_path / "out"), *fragments)
     assert not (tmp_path / "out").exists()
 
 
 def test_other_refusals(tmp_path):
-    one_line_error(invoke("tune", "cnn", "-o", tmp_path / "out"), "at least one --space")
-    one_line_error(invoke("tune", "cnn", *SPACE, "--set", "batch_size=8", "-o", tmp_path / "out"), "both searched")
-    one_line_error(invoke("tune", "cnn", *SPACE, "--space", "batch_size=8,16"), "given twice")
-    one_line_error(invoke("tune", "cnn", *SPACE, "--trials", "0"), "--trials must be a positive integer")
-    one_line_error(invoke("tune", "cnn", *SPACE, "--dataset", "imagenet", "-o", tmp_path / "out"), "unknown dataset 'imagenet'")
+    assert_one_line_error(invoke("tune", "cnn", "-o", tmp_path / "out"), "at least one --space")
+    assert_one_line_error(invoke("tune", "cnn", *SPACE, "--set", "batch_size=8", "-o", tmp_path / "out"), "both searched")
+    assert_one_line_error(invoke("tune", "cnn", *SPACE, "--space", "batch_size=8,16"), "given twice")
+    assert_one_line_error(invoke("tune", "cnn", *SPACE, "--trials", "0"), "--trials must be a positive integer")
+    assert_one_line_error(invoke("tune", "cnn", *SPACE, "--dataset", "imagenet", "-o", tmp_path / "out"), "unknown dataset 'imagenet'")
     (tmp_path / "old" / "trial-000").mkdir(parents=True)
-    one_line_error(invoke("tune", "cnn", *SPACE, *TINY, "-o", tmp_path / "old"), "no study.log")
+    assert_one_line_error(invoke("tune", "cnn", *SPACE, *TINY, "-o", tmp_path / "old"), "no study.log")
 
 
 def test_tune_validation_does_not_import_tensorflow():
@@ -143,8 +129,8 @@ def test_a_stopped_search_continues_to_exactly_trials(tmp_path):
     # Complete: the same command only shows the table; another search in the folder is refused.
     again = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
     assert again.returncode == 0 and json.loads(again.stdout)["trials"] == summary["trials"]
-    one_line_error(invoke("tune", "cnn", *TINY, "--space", "learning_rate=1e-3..1e-2", "-o", out), "holds another search", "space")
-    one_line_error(invoke("tune", "cnn", *SPACE, "--dataset", "digits", "--epochs", "2", "-o", out), "holds another search", "epochs=1 there, 2 here")
+    assert_one_line_error(invoke("tune", "cnn", *TINY, "--space", "learning_rate=1e-3..1e-2", "-o", out), "holds another search", "space")
+    assert_one_line_error(invoke("tune", "cnn", *SPACE, "--dataset", "digits", "--epochs", "2", "-o", out), "holds another search", "epochs=1 there, 2 here")
 
     # The trials are ordinary run folders: `dlcli runs` shows what differs between them.
     listed = invoke("runs", out, "--json", "--sort", "val_loss")
@@ -182,10 +168,10 @@ def test_vertex_tuning_arguments_and_metric_report(tmp_path, monkeypatch):
 
 
 def test_vertex_style_arguments_are_refused_like_set():
-    one_line_error(invoke("train", "cnn", "--learning_rat=0.1"), "No such option: --learning_rat", "Did you mean 'learning_rate'?", "Valid keys:")
-    one_line_error(invoke("train", "cnn", "--dropout=2"), "dropout must be in [0, 1)")
-    one_line_error(invoke("train", "cnn", "--arch"), "--arch needs a value")
-    one_line_error(invoke("train", "cnn", "stray"), "unexpected argument 'stray'")
+    assert_one_line_error(invoke("train", "cnn", "--learning_rat=0.1"), "No such option: --learning_rat", "Did you mean 'learning_rate'?", "Valid keys:")
+    assert_one_line_error(invoke("train", "cnn", "--dropout=2"), "dropout must be in [0, 1)")
+    assert_one_line_error(invoke("train", "cnn", "--arch"), "--arch needs a value")
+    assert_one_line_error(invoke("train", "cnn", "stray"), "unexpected argument 'stray'")
     with pytest.raises(DlcliError):
         hypertune.extra_sets(["--", "x"], cnn.Config, "cnn")
     assert hypertune.extra_sets(["--learning_rate=0.1", "--batch-size", "8"], cnn.Config, "cnn") == ["learning_rate=0.1", "batch_size=8"]
