@@ -474,6 +474,21 @@ class State:
 
 
 @dataclass
+class Run:
+    """Where and how this fit trains, fixed from the first epoch to the end: what the epoch
+    phases read besides the `State`."""
+
+    config: object
+    strategy: object
+    plan: Plan
+    run_dir: Path
+    chief: bool
+    checkpoints: object  # Checkpoints
+    hooks: list
+    report: object  # report(event, **facts), for the CLI's progress
+
+
+@dataclass
 class FitResult:
     """What `fit` returns: the final metrics (also in metrics.json), the model and its history."""
 
@@ -624,17 +639,17 @@ class Checkpoints:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def train_epoch(state, config, strategy, train_source, n_train, the_plan, epoch, checkpoints, hooks, stop_requested, interrupted, report):
+def train_epoch(run, state, train_source, n_train, epoch, stop_requested, interrupted):
     """Trains one epoch from where `state.step` says it stopped; returns (metrics row, seconds).
     Checkpoints every `checkpoint_every` steps and when a stop signal arrives (then raises)."""
-    steps = the_plan.steps_per_epoch
+    config, steps = run.config, run.plan.steps_per_epoch
     done = int(state.step.numpy())
-    batched = epoch_batches(n_train, the_plan.global_batch, steps, config.seed, epoch)
-    iterator = iter(distribute(strategy, train_source, batched, start_step=done))
+    batched = epoch_batches(n_train, run.plan.global_batch, steps, config.seed, epoch)
+    iterator = iter(distribute(run.strategy, train_source, batched, start_step=done))
     started = time.perf_counter()
-    report("epoch_start", epoch=epoch + 1, epochs=config.epochs, steps=steps, done=done)
+    run.report("epoch_start", epoch=epoch + 1, epochs=config.epochs, steps=steps, done=done)
     while done < steps:
-        n = min(the_plan.per_call, steps - done)
+        n = min(run.plan.per_call, steps - done)
         if config.checkpoint_every:  # stop each call at the next checkpoint boundary
             n = min(n, config.checkpoint_every - (epoch * steps + done) % config.checkpoint_every)
         state.train_steps(iterator, tf.constant(n))
@@ -643,16 +658,16 @@ def train_epoch(state, config, strategy, train_source, n_train, the_plan, epoch,
         if not math.isfinite(logs["loss"]):
             raise DlcliError(
                 f"the loss became {logs['loss']} in epoch {epoch + 1}, steps {done - n + 1}-{done}; "
-                f"lower --learning-rate. Last good checkpoint: {checkpoints.latest() or 'none yet'}."
+                f"lower --learning-rate. Last good checkpoint: {run.checkpoints.latest() or 'none yet'}."
             )
-        report("steps", done=done, logs=logs)
+        run.report("steps", done=done, logs=logs)
         global_step = epoch * steps + done
-        call_hooks(hooks, "on_steps", global_step, logs)
+        call_hooks(run.hooks, "on_steps", global_step, logs)
         stop = stop_requested()
         if done < steps and (stop or (config.checkpoint_every and global_step % config.checkpoint_every == 0)):
             state.step.assign(done)
-            checkpoints.save(global_step)
-            call_hooks(hooks, "on_checkpoint", global_step)
+            run.checkpoints.save(global_step)
+            call_hooks(run.hooks, "on_checkpoint", global_step)
         if stop and done < steps:
             # Another worker's signal stops this one too: it exits as if preempted.
             raise interrupted(f"in epoch {epoch + 1} at step {done}/{steps}")
@@ -661,31 +676,31 @@ def train_epoch(state, config, strategy, train_source, n_train, the_plan, epoch,
     return {"epoch": epoch + 1, **results(state.metrics)}, seconds
 
 
-def end_epoch(state, row, seconds, val_split, strategy, the_plan, run_dir, chief, checkpoints, hooks, report):
+def end_epoch(run, state, row, seconds, val_split):
     """Validation, the history row and history.csv, the hooks, then the epoch-end checkpoint:
     after the hooks, so it holds what they decided (early stopping's best weights and counter).
     Returns True when a hook asks training to stop."""
     if count(val_split):
-        val = evaluate(strategy, state.eval_steps, state.metrics, val_split, the_plan.global_batch)
+        val = evaluate(run.strategy, state.eval_steps, state.metrics, val_split, run.plan.global_batch)
         row.update({f"val_{k}": v for k, v in val.items()})
     row.update(
         learning_rate=float(keras.ops.convert_to_numpy(state.optimizer.learning_rate)),
         seconds=round(seconds, 3),
-        examples_per_sec=round(the_plan.steps_per_epoch * the_plan.global_batch / seconds, 1),
+        examples_per_sec=round(run.plan.steps_per_epoch * run.plan.global_batch / seconds, 1),
     )
     state.history.append(row)
     state.epoch.assign(row["epoch"])
     state.step.assign(0)
-    if chief:
-        rundir.write_history(Path(run_dir) / "history.csv", state.history)
-    report("epoch_end", row=row)
-    stop = call_hooks(hooks, "on_epoch_end", state, row)
-    checkpoints.save(row["epoch"] * the_plan.steps_per_epoch)
-    call_hooks(hooks, "on_checkpoint", row["epoch"] * the_plan.steps_per_epoch)
+    if run.chief:
+        rundir.write_history(run.run_dir / "history.csv", state.history)
+    run.report("epoch_end", row=row)
+    stop = call_hooks(run.hooks, "on_epoch_end", state, row)
+    run.checkpoints.save(row["epoch"] * run.plan.steps_per_epoch)
+    call_hooks(run.hooks, "on_checkpoint", row["epoch"] * run.plan.steps_per_epoch)
     return stop
 
 
-def finish(recipe, state, config, splits, test_split, strategy, the_plan, run_dir, chief, started, hooks):
+def finish(run, recipe, state, splits, test_split, started):
     """Test metrics, and on the chief the saved model (taking raw inputs) and metrics.json.
 
     With early stopping, the last epoch's model is saved as model-last.keras, then the best
@@ -694,27 +709,28 @@ def finish(recipe, state, config, splits, test_split, strategy, the_plan, run_di
     def saved():
         return recipe.inference_model(state.model, splits) if hasattr(recipe, "inference_model") else state.model
 
+    config, chief = run.config, run.chief
     last_epoch = len(state.history)
     monitor = config_lib.monitor_of(recipe, config)
     stopping = state.early_stopping
     if stopping:
         if chief:
-            rundir.save_model(saved(), Path(run_dir) / "model-last.keras")
+            rundir.save_model(saved(), run.run_dir / "model-last.keras")
         stopping.restore_best()
         facts = stopping.facts()
         stopped = facts["stopped_epoch"]
         best_epoch, best_value = facts["best_epoch"] or None, facts["best"] if facts["best_epoch"] else None
     else:
         best_epoch, best_value = best_in(state.history, monitor, monitor_mode(config, monitor))
-    test = evaluate(strategy, state.eval_steps, state.metrics, test_split, the_plan.global_batch)
-    trained_steps = len(state.history) * the_plan.steps_per_epoch
+    test = evaluate(run.strategy, state.eval_steps, state.metrics, test_split, run.plan.global_batch)
+    trained_steps = len(state.history) * run.plan.steps_per_epoch
     final = {
         "test": test,
         "test_examples": count(splits.test),
         "epochs": config.epochs,
         "wall_seconds": round(time.perf_counter() - started, 3),
         "train_seconds": round(state.train_seconds, 3),
-        "examples_per_sec": round(trained_steps * the_plan.global_batch / state.train_seconds, 1) if state.train_seconds else None,
+        "examples_per_sec": round(trained_steps * run.plan.global_batch / state.train_seconds, 1) if state.train_seconds else None,
         # What model.keras is: the best epoch's weights with early stopping, else the last epoch's.
         "best_epoch": best_epoch,
         "best": {"monitor": monitor, "value": best_value} if best_epoch else None,
@@ -724,9 +740,9 @@ def finish(recipe, state, config, splits, test_split, strategy, the_plan, run_di
         "early_stopping": config.early_stopping,
     }
     if chief:
-        rundir.save_model(saved(), Path(run_dir) / "model.keras")
-        rundir.write_json(Path(run_dir) / "metrics.json", final)
-    call_hooks(hooks, "on_finish", state, final)
+        rundir.save_model(saved(), run.run_dir / "model.keras")
+        rundir.write_json(run.run_dir / "metrics.json", final)
+    call_hooks(run.hooks, "on_finish", state, final)
     return final
 
 
@@ -768,6 +784,7 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
         hooks.append(TensorBoardLog(rundir.logs_dir(run_dir), hparams, trial_id=run_dir.name))
         hooks.extend(remote.sync_hooks(run_dir))  # last: uploads what the hooks above wrote
     checkpoints = Checkpoints(state, run_dir, chief)
+    run = Run(config, strategy, the_plan, run_dir, chief, checkpoints, hooks, report)
 
     # 3. Epochs: train, validate, checkpoint, hooks.
     with StopSignals() as signals, data.naming_undecodable_files(splits.train, splits.val, splits.test):
@@ -785,11 +802,8 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
         # A run that early stopping ended stays ended, even when resumed with more --epochs.
         first_epoch = config.epochs if state.early_stopping and state.early_stopping.stopped else int(state.epoch.numpy())
         for epoch in range(first_epoch, config.epochs):
-            row, seconds = train_epoch(
-                state, config, strategy, train_source, count(splits.train), the_plan, epoch,
-                checkpoints, hooks, stop_requested, interrupted, report,
-            )
-            if end_epoch(state, row, seconds, inputs.val, strategy, the_plan, run_dir, chief, checkpoints, hooks, report):
+            row, seconds = train_epoch(run, state, train_source, count(splits.train), epoch, stop_requested, interrupted)
+            if end_epoch(run, state, row, seconds, inputs.val):
                 if state.early_stopping and state.early_stopping.stopped and epoch + 1 < config.epochs:
                     report("early_stop", **state.early_stopping.facts())
                 break
@@ -797,6 +811,6 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
                 raise interrupted(f"after epoch {epoch + 1}")
 
         # 4. A signal from here on changes nothing: the run is complete once it is saved.
-        final = finish(recipe, state, config, splits, inputs.test, strategy, the_plan, run_dir, chief, started, hooks)
+        final = finish(run, recipe, state, splits, inputs.test, started)
     checkpoints.close()
     return FitResult(final, state.model, state.history)

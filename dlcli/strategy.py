@@ -168,6 +168,17 @@ def describe(strategy, name):
         "replica_devices": replica_devices,
         "visible_devices": [d.name for d in tf.config.list_logical_devices()],
         # Whether TensorFlow ran oneDNN's CPU kernels (dlcli/__init__.py sets "1" on x86):
-        # they change rounding, so a run compared with another should know.
+        # they change rounding, so a run compared with another should know. The variable as
+        # set, and TensorFlow's own answer: it ignores values other than 0/1/true/false.
         "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+        "onednn": onednn_enabled(),
     }
+
+
+def onednn_enabled():
+    """Whether this TensorFlow runs oneDNN's CPU kernels, or None where it cannot say."""
+    try:  # private, but the only place TensorFlow answers it (its own tests use it)
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:
+        return None
+    return bool(_pywrap_util_port.IsMklEnabled())

@@ -36,6 +36,9 @@ def test_digits_reaches_097_and_leaves_a_complete_run(digits_run):
     assert saved["strategy"]["name"] == "default" and saved["strategy"]["replicas"] == 1
     assert saved["strategy"]["visible_devices"] and set(saved["versions"]) == {"dlcli", "tensorflow", "keras"}
     assert saved["strategy"]["TF_ENABLE_ONEDNN_OPTS"] == os.environ.get("TF_ENABLE_ONEDNN_OPTS")  # "1" on x86: dlcli/__init__.py
+    from tensorflow.python.util import _pywrap_util_port
+
+    assert saved["strategy"]["onednn"] is _pywrap_util_port.IsMklEnabled()  # TensorFlow's answer, not the variable's
     rows = list(csv.DictReader((run_dir / "history.csv").open()))
     assert [int(r["epoch"]) for r in rows] == list(range(1, 21))
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
