@@ -154,10 +154,10 @@ def holdout(labels, speakers, fraction):
     if fraction == 0:
         return everything, everything[:0]
     if speakers is None:
-        val = audio_folder.stratified_tail(labels, fraction)
-    else:
-        names = sorted(set(speakers.tolist()))
-        val = np.flatnonzero(np.isin(speakers, names[-max(1, int(round(fraction * len(names)))) :]))
+        (fit, _), (val, _) = data.stratified_split((everything, labels), fraction)
+        return fit, val
+    names = sorted(set(speakers.tolist()))
+    val = np.flatnonzero(np.isin(speakers, names[-max(1, int(round(fraction * len(names)))) :]))
     return np.setdiff1d(everything, val), val
 
 

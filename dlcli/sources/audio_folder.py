@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from dlcli import audio
+from dlcli.data import stratified_split
 from dlcli.errors import DlcliError
 
 NAME = "a folder of WAV clips (FSDD-named, or one subfolder per class)"
@@ -28,13 +29,6 @@ def load(path, config):
     return read_folder(Path(path), config)
 
 
-def stratified_tail(labels, fraction, seed=0):
-    """Indices of a fixed `fraction` of each class (shuffled with `seed`)."""
-    rng = np.random.default_rng(seed)
-    picked = [rng.permutation(np.flatnonzero(labels == c))[: int(round(fraction * (labels == c).sum()))] for c in np.unique(labels)]
-    return np.sort(np.concatenate(picked))
-
-
 def read_folder(path, config):
     """(clips, labels, class_names, is_test, speakers or None, source) of an FSDD or class folder."""
     if audio.layout(path) == "fsdd":
@@ -52,7 +46,8 @@ def read_folder(path, config):
     else:
         files, labels, names = audio.list_class_folders(path)
         test = np.zeros(len(files), bool)
-        test[stratified_tail(labels, 0.2)] = True  # a fixed, stratified 80/20 split
+        _, (held, _) = stratified_split((np.arange(len(labels)), labels), 0.2, seed=0)
+        test[held] = True  # a fixed, stratified 80/20 split, as image folders, text folders and file lists get
     clips = [audio.read_clip(f, config.sample_rate) for f in files]
     return clips, labels, names, test, None, f"audio folder {path}"
 
