@@ -179,6 +179,7 @@ def onednn_enabled():
     """Whether this TensorFlow runs oneDNN's CPU kernels, or None where it cannot say."""
     try:  # private, but the only place TensorFlow answers it (its own tests use it)
         from tensorflow.python.util import _pywrap_util_port
-    except ImportError:
+
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
         return None
-    return bool(_pywrap_util_port.IsMklEnabled())
