@@ -46,9 +46,11 @@ def training_flops(model):
     return sum(row[2] for row in rows), rows
 
 
-def matmul_peak(size=2048, repeats=10, trials=3):
+def matmul_peak(size=2048, repeats=10, trials=3, devices=(None,)):
     """The machine's float32 matmul rate in FLOP/s: the median of `trials` timings of
-    `repeats` chained (size x size) matmuls, with TensorFlow's default threads (all cores)."""
+    `repeats` chained (size x size) matmuls, with the process's thread settings. With several
+    `devices` (logical CPUs, one per core), one chain runs on each at the same time and the
+    rate is their sum: the peak of a step that runs one replica per core."""
     import statistics
 
     from dlcli.lazy import tf
@@ -57,15 +59,20 @@ def matmul_peak(size=2048, repeats=10, trials=3):
     b = tf.random.normal((size, size), seed=2) / size ** 0.5  # keeps the chain's values bounded
 
     @tf.function
-    def chain(x):
-        for _ in range(repeats):
-            x = tf.linalg.matmul(x, b)
-        return tf.reduce_sum(x)
+    def chains(x):
+        ends = []
+        for device in devices:
+            with tf.device(device):
+                y = x
+                for _ in range(repeats):
+                    y = tf.linalg.matmul(y, b)
+                ends.append(tf.reduce_sum(y))
+        return tf.add_n(ends)
 
-    chain(a).numpy()  # trace and warm up
+    chains(a).numpy()  # trace and warm up
     rates = []
     for _ in range(trials):
         started = time.perf_counter()
-        chain(a).numpy()
-        rates.append(2 * size**3 * repeats / (time.perf_counter() - started))
+        chains(a).numpy()
+        rates.append(2 * size**3 * repeats * len(devices) / (time.perf_counter() - started))
     return statistics.median(rates)

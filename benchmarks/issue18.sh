@@ -15,7 +15,7 @@ run() {
     echo "(took $((SECONDS - started)) s so far)"
 }
 uptime
-run benchmarks/limit.py --repeats 3 --epochs 3 --steps 150
+run benchmarks/limit.py --repeats 3 --epochs 3 --steps 150 --layouts default,whole-batch,one-core,replica-per-core,process-per-core
 run benchmarks/frameworks.py --repeats 3 --epochs 3
 run benchmarks/cnn_formulations.py --rounds 10 --steps 20
 run benchmarks/bf16_cpu.py --repeats 2 --epochs 2

@@ -26,6 +26,7 @@ test_examples = overrides.pop("test_examples", 64)
 recipe = registry.load(name)
 config = recipe.Config(data=data, epochs=epochs, steps_per_epoch=steps, lr_schedule="constant", **overrides)
 from dlcli import strategy
+config = dataclasses.replace(config, micro_batches=strategy.micro_batches(config, recipe, "default"))  # as `dlcli train`: before TensorFlow starts
 keras.mixed_precision.set_global_policy(strategy.resolve_precision(config, recipe, tf.distribute.get_strategy())[0])  # as `dlcli train` does
 splits = recipe.load_data(config)
 # Evenly spaced examples: a test split may be sorted by class (IMDB's is), so its head is not a sample.

@@ -14,13 +14,24 @@ REPO = Path(__file__).resolve().parents[1]
 def run_snippet(code, *args):
     """Runs `code` (with `args` as sys.argv[1:]) in a fresh process from the repository root and
     returns the JSON of the last line it prints; a failure ends the benchmark with its stderr."""
-    result = subprocess.run(
-        [sys.executable, "-c", code, *map(str, args)], cwd=REPO, capture_output=True, text=True,
+    return snippet_result(start_snippet(code, *args))
+
+
+def start_snippet(code, *args, cpu=None):
+    """Starts `code` as run_snippet does, without waiting; `cpu`: the one core it may run on."""
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *map(str, args)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        preexec_fn=None if cpu is None else (lambda: os.sched_setaffinity(0, {cpu})),
     )
-    if result.returncode != 0:
-        raise SystemExit(result.stderr[-3000:])
-    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def snippet_result(process):
+    """The JSON of the last line a started snippet prints; a failure ends the benchmark with its stderr."""
+    stdout, stderr = process.communicate()
+    if process.returncode != 0:
+        raise SystemExit(stderr[-3000:])
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def compare_throughput(snippets, args, repeats):

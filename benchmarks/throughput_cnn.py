@@ -46,12 +46,13 @@ print(json.dumps(speeds))
 
 DLCLI = r"""
 import dlcli  # first, as the dlcli command: it sets TensorFlow's environment (oneDNN) before TensorFlow loads
-import json, sys, tempfile
+import dataclasses, json, sys, tempfile
 import tensorflow as tf
-from dlcli import loop
+from dlcli import loop, strategy
 from recipes import cnn
 
 config = cnn.Config(data=sys.argv[2], epochs=int(sys.argv[1]), lr_schedule="constant")
+config = dataclasses.replace(config, micro_batches=strategy.micro_batches(config, cnn, "default"))  # as `dlcli train`: before TensorFlow starts
 splits = cnn.load_data(config)
 with tempfile.TemporaryDirectory() as run_dir:
     loop.fit(cnn, config, splits, tf.distribute.get_strategy(), run_dir)

@@ -68,10 +68,11 @@ print(json.dumps(epochs))
 DLCLI = r"""
 import dataclasses, itertools, json, sys, tempfile
 import tensorflow as tf
-from dlcli import loop
+from dlcli import loop, strategy
 from recipes import cnn
 
 config = cnn.Config(data=sys.argv[1])
+config = dataclasses.replace(config, micro_batches=strategy.micro_batches(config, cnn, "default"))  # as `dlcli train`: before TensorFlow starts
 splits = cnn.load_data(config)
 splits = dataclasses.replace(splits, val=splits.test)  # the per-epoch evaluation is on the test set
 with tempfile.TemporaryDirectory() as run_dir:

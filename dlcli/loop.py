@@ -143,25 +143,37 @@ def distribute(strategy, source, batched, start_step=0):
 # ## Steps
 
 
-def replica_steps(model, loss_fn, metrics, global_batch, optimizer=None, jit=False):
-    """One train step and one eval step, each on one replica's slice of a global batch."""
+def replica_steps(model, loss_fn, metrics, global_batch, optimizer=None, jit=False, micro_batches=1):
+    """One train step and one eval step, each on one replica's slice of a global batch.
+
+    With `micro_batches` > 1 the slice is cut into that many equal parts: their gradients are
+    summed into one optimizer update (the loss is averaged over the global batch, so the sum is
+    the whole slice's gradient), and TensorFlow may run the parts side by side.
+    """
 
     def train_step(x, y, w):
+        grads = None
+        for part in zip(*(tf.split(t, micro_batches) for t in (x, y, w))):
+            part_grads = gradients(*part)
+            grads = part_grads if grads is None else [a + b for a, b in zip(grads, part_grads)]
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+
+    def gradients(x, y, w):
         with tf.GradientTape() as tape:
             pred = model(x, training=True)
             per_example = loss_fn(y, pred)
             loss = tf.nn.compute_average_loss(per_example, sample_weight=w, global_batch_size=global_batch)
-            if model.losses:
-                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+            if model.losses:  # once per step: each micro-batch adds its share
+                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses)) / micro_batches
             # Under mixed_float16 the optimizer is a LossScaleOptimizer: scale up, it scales back.
             scaled = optimizer.scale_loss(loss)
-        grads = tape.gradient(scaled, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
         update(y, pred, per_example, w)
+        return tape.gradient(scaled, model.trainable_variables)
 
     def eval_step(x, y, w):
-        pred = model(x, training=False)
-        update(y, pred, loss_fn(y, pred), w)
+        for x, y, w in zip(*(tf.split(t, micro_batches) for t in (x, y, w))):
+            pred = model(x, training=False)
+            update(y, pred, loss_fn(y, pred), w)
 
     def update(y, pred, per_example, w):
         metrics[0].update_state(per_example, sample_weight=w)
@@ -173,9 +185,9 @@ def replica_steps(model, loss_fn, metrics, global_batch, optimizer=None, jit=Fal
     return train_step, eval_step
 
 
-def step_functions(strategy, model, loss_fn, metrics, global_batch, optimizer=None, jit=False):
+def step_functions(strategy, model, loss_fn, metrics, global_batch, optimizer=None, jit=False, micro_batches=1):
     """tf.functions that run `steps` train or eval steps on a distributed iterator."""
-    train_step, eval_step = replica_steps(model, loss_fn, metrics, global_batch, optimizer, jit)
+    train_step, eval_step = replica_steps(model, loss_fn, metrics, global_batch, optimizer, jit, micro_batches)
 
     @tf.function
     def train_steps(iterator, steps):
@@ -506,6 +518,12 @@ def plan(config, splits, strategy):
         raise DlcliError(f"batch_size must be a multiple of the {replicas} replicas. Received: batch_size={global_batch}")
     if not 0 < global_batch <= n_train:
         raise DlcliError(f"batch_size {global_batch} is larger than the {n_train} training examples; lower --batch-size.")
+    micro_batches = config.micro_batches or 1
+    if (global_batch // replicas) % micro_batches:
+        raise DlcliError(
+            f"each replica's batch ({global_batch // replicas}) must be a multiple of micro_batches. "
+            f"Received: micro_batches={micro_batches}"
+        )
     steps_per_epoch = config.steps_per_epoch or n_train // global_batch
     if steps_per_epoch * global_batch > MAX_EPOCH_EXAMPLES:
         # An epoch's index batches are cut up front; past this they would not fit in memory.
@@ -530,7 +548,9 @@ def build(recipe, config, splits, strategy, the_plan, report):
         report("notice", message="XLA (--jit) cannot compile the fused cuDNN LSTM/GRU kernel; this model trains without XLA.")
         jit = False
     check_monitor(recipe, config, [m.name for m in metrics], bool(count(splits.val)))
-    train_steps, eval_steps = step_functions(strategy, model, loss_fn, metrics, the_plan.global_batch, optimizer, jit)
+    train_steps, eval_steps = step_functions(
+        strategy, model, loss_fn, metrics, the_plan.global_batch, optimizer, jit, config.micro_batches or 1
+    )
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
     step = tf.Variable(0, dtype=tf.int64, trainable=False)
     early_stopping = None

@@ -56,7 +56,9 @@ class OptionalHooks(Protocol):
     metric early stopping and the best model follow when the config's `monitor` is empty
     (e.g. "val_accuracy"; val_loss when the recipe names none); and `BF16_CPU = True` where
     mixed_bfloat16 was measured faster on CPUs that run bf16 natively (`precision = "auto"`
-    then picks it there: strategy.resolve_precision)."""
+    then picks it there: strategy.resolve_precision); and `CPU_MICRO_BATCHES = True` where one
+    micro-batch per core, one thread per op, was measured faster on multi-core CPUs
+    (`micro_batches = 0` then picks it there: strategy.micro_batches)."""
 
     def optimizer(self, config, learning_rate):
         """-> a Keras optimizer, when Adam is not the right default"""

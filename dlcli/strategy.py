@@ -119,6 +119,39 @@ def is_chief():
     return task["type"] == "chief" or (task["type"] == "worker" and task["index"] == 0 and "chief" not in spec["cluster"])
 
 
+def cpu_cores():
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def micro_batches(config, recipe, name, cpu_devices=None, tpu=None):
+    """How many micro-batches each replica's batch is cut into (`config.micro_batches`; 0 = auto).
+
+    Auto is one per core for a recipe that sets `CPU_MICRO_BATCHES = True`, trained on the CPU
+    alone with one replica (strategy auto, default or one-device; no --cpu-devices, GPU, TPU or
+    cluster) and a batch the cores divide: TensorFlow then runs each op on one thread and the
+    micro-batches side by side, so each core works through its own part of the batch. On 2 cores
+    that ran the cnn 1.13-1.18x faster than every op split over both (benchmarks/limit.py), for
+    the same updates. Else 1. Sets TensorFlow's threads, so it must run before TensorFlow starts
+    its runtime; where that has happened (a second run in one process), auto is 1.
+    """
+    if config.micro_batches:
+        return config.micro_batches
+    cores = cpu_cores()
+    alone = (
+        name in ("auto", "default", "one-device") and not cpu_devices and not tpu and not os.environ.get("TPU_NAME")
+        and not tf_config() and not tf.config.list_physical_devices("GPU")  # physical: does not start the runtime
+    )
+    if not getattr(recipe, "CPU_MICRO_BATCHES", False) or cores < 2 or not alone or not config.batch_size or config.batch_size % cores:
+        return 1
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(cores)
+    except RuntimeError:  # the runtime has started: the threads are what they are
+        return 1
+    return cores
+
+
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # what oneDNN needs to run bf16 natively on x86
 
 
@@ -167,6 +200,8 @@ def describe(strategy, name):
         "replicas": strategy.num_replicas_in_sync,
         "replica_devices": replica_devices,
         "visible_devices": [d.name for d in tf.config.list_logical_devices()],
+        # Threads per op and ops at once (0: TensorFlow's default, one per core each).
+        "op_threads": [tf.config.threading.get_intra_op_parallelism_threads(), tf.config.threading.get_inter_op_parallelism_threads()],
         # Whether TensorFlow ran oneDNN's CPU kernels (dlcli/__init__.py sets "1" on x86):
         # they change rounding, so a run compared with another should know. The variable as
         # set, and TensorFlow's own answer: it ignores values other than 0/1/true/false.

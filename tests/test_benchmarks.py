@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from benchmarks import allreduce_table, flops, gpu_keras_jax, sides
+from benchmarks import allreduce_table, flops, gpu_keras_jax, limit, sides
 
 
 def cnn_model(**overrides):
@@ -38,6 +38,16 @@ def test_dense_on_a_sequence_counts_every_position():
 def test_matmul_peak_is_a_positive_rate():
     rate = flops.matmul_peak(size=64, repeats=2, trials=1)
     assert math.isfinite(rate) and rate > 1e6
+    # One chain per device at once (limit.py's replica-per-core layout), the FLOPs of both counted.
+    assert math.isfinite(flops.matmul_peak(size=64, repeats=2, trials=1, devices=("/cpu:0", "/cpu:0")))
+
+
+def test_limit_layouts_are_checked():
+    assert limit.layouts_of("default, replica-per-core") == ["default", "replica-per-core"]
+    for bad in ("defualt", "", ","):
+        with pytest.raises(SystemExit, match="--layouts: unknown layout"):
+            limit.layouts_of(bad)
+    compile(limit.RUN, "RUN", "exec")
 
 
 def test_ring_all_reduce_time():

@@ -101,6 +101,27 @@ def test_mirrored_training_matches_single_device_training(tmp_path):
     assert abs(single["test"]["accuracy"] - mirrored["test"]["accuracy"]) < 1e-6
 
 
+def test_micro_batches_take_the_same_steps_as_whole_batches(tmp_path):
+    """The parts' gradients, summed, are the whole batch's gradient (the loss is averaged over
+    the global batch), so micro-batches train the same model, to rounding, with the same metrics."""
+    whole = train_tiny(tf.distribute.get_strategy(), tmp_path / "whole")
+    parts = train_tiny(tf.distribute.get_strategy(), tmp_path / "parts", micro_batches=4)
+    for a, b in zip(whole.model.get_weights(), parts.model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+    assert parts.history[-1]["loss"] == pytest.approx(whole.history[-1]["loss"], rel=1e-4)
+    assert parts.metrics["test"] == pytest.approx(whole.metrics["test"], rel=1e-4)
+    # Under two replicas each replica cuts its own slice.
+    mirrored = train_tiny(two_replicas(), tmp_path / "mirrored", micro_batches=2)
+    for a, b in zip(whole.model.get_weights(), mirrored.model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
+def test_micro_batches_must_divide_each_replica_batch(tmp_path):
+    with pytest.raises(DlcliError, match=r"each replica's batch \(8\) must be a multiple of micro_batches. Received: micro_batches=3"):
+        train_tiny(two_replicas(), tmp_path, micro_batches=3)
+    assert not (tmp_path / "config.json").exists()
+
+
 def test_batch_size_must_split_evenly_across_replicas(tmp_path):
     with pytest.raises(DlcliError, match="batch_size must be a multiple of the 2 replicas. Received: batch_size=15"):
         train_tiny(two_replicas(), tmp_path, batch_size=15)

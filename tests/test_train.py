@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dlcli.cli import app
+from tests.helpers import assert_one_line_error, invoke
 
 runner = CliRunner()
 
@@ -64,6 +65,45 @@ def test_mirrored_on_two_cpus_matches_the_default_run(digits_run, dlcli_subproce
     mirrored = json.loads(result.stdout)
     assert "strategy mirrored (MirroredStrategy), 2 replica(s)" in result.stderr and "global batch 128, 64 per replica" in result.stderr
     assert abs(mirrored["test"]["accuracy"] - final["test"]["accuracy"]) <= 0.01
+
+
+def test_cnn_on_several_cores_trains_one_micro_batch_per_core(digits_run, dlcli_subprocess, tmp_path):
+    """micro_batches=auto in a fresh process: one part of each batch per core, each op on one
+    thread; the run records what it did, and keeps `auto` for a resume to decide again."""
+    from dlcli import strategy
+
+    cores = strategy.cpu_cores()
+    if cores < 2 or 128 % cores:
+        pytest.skip(f"{cores} core(s): auto keeps whole batches")
+    _, final = digits_run
+    result = dlcli_subprocess("train", "cnn", "--dataset", "digits", "--epochs", 20, "-o", tmp_path / "run", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"{cores} micro-batches of {128 // cores} side by side, one thread per op (one per core)" in result.stderr
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["config"]["micro_batches"] == 0
+    assert saved["strategy"]["micro_batches"] == cores and saved["strategy"]["op_threads"] == [1, cores]
+    assert abs(json.loads(result.stdout)["test"]["accuracy"] - final["test"]["accuracy"]) <= 0.01
+
+
+def test_micro_batches_auto_only_where_it_was_measured(monkeypatch):
+    from dlcli import registry, strategy
+
+    cnn, lstm = registry.load("cnn"), registry.load("lstm")
+    monkeypatch.setattr(strategy, "cpu_cores", lambda: 2)
+    assert strategy.micro_batches(cnn.Config(micro_batches=4), cnn, "auto") == 4  # as asked, anywhere
+    assert strategy.micro_batches(lstm.Config(), lstm, "auto") == 1  # not measured for lstm
+    assert strategy.micro_batches(cnn.Config(), cnn, "mirrored") == 1
+    assert strategy.micro_batches(cnn.Config(), cnn, "auto", cpu_devices=2) == 1
+    assert strategy.micro_batches(cnn.Config(batch_size=15), cnn, "auto") == 1
+    import tensorflow as tf
+
+    tf.constant(1.0) + 1  # TensorFlow's runtime has started: the threads cannot change, so whole batches
+    assert strategy.micro_batches(cnn.Config(), cnn, "auto") == 1
+
+
+def test_micro_batches_that_do_not_divide_the_batch_are_one_line():
+    result = invoke("train", "cnn", "--dataset", "digits", "--epochs", 1, "--strategy", "default", "--set", "micro_batches=3")
+    assert_one_line_error(result, "each replica's batch (128) must be a multiple of micro_batches", "micro_batches=3")
 
 
 def test_resume_and_overwrite_through_the_cli(tmp_path):

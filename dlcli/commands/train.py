@@ -127,9 +127,11 @@ def train_command(
     from dlcli import artifacts, loop
     from dlcli.lazy import keras, tf
 
+    micro_batches = strategy_lib.micro_batches(config, module, strategy.value, cpu_devices, tpu)  # sets threads: first
     strategy_lib.split_cpu(cpu_devices)
     dist, strategy_name = strategy_lib.make_strategy(strategy.value, tpu)
     facts = strategy_lib.describe(dist, strategy_name)
+    facts["micro_batches"] = micro_batches
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     facts["precision"], precision_line = strategy_lib.resolve_precision(config, module, dist)
@@ -145,6 +147,8 @@ def train_command(
     out.print(f"strategy {strategy_name} ({facts['class']}), {facts['replicas']} replica(s)")
     if precision_line:
         out.print(precision_line)
+    if micro_batches > 1 and not config.micro_batches:
+        out.print(f"{micro_batches} micro-batches of {config.batch_size // micro_batches} side by side, one thread per op (one per core)")
     record = RunRecord(
         recipe=recipe, config=dataclasses.asdict(config), data=DataSpec.of(splits), strategy=facts,
         versions=rundir.versions(), command=["dlcli", *sys.argv[1:]], job_id=os.environ.get("CLOUD_ML_JOB_ID") or None,
@@ -152,6 +156,7 @@ def train_command(
     shown = remote.location_of(run_dir)  # a gs:// run: its URL, not the local mirror dlcli works in
     out.print(f"run folder {shown}")
 
+    config = dataclasses.replace(config, micro_batches=micro_batches)  # config.json keeps 0 (auto): decided anew on resume
     with Reporter(out, header=" ".join(record.command)) as report:
         result = loop.fit(
             module, config, splits, dist, run_dir,
