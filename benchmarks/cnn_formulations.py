@@ -16,7 +16,7 @@ images is timed in one process, the formulations interleaved round by round `--r
   argmax       conv1 > ReLU > max-pool with a gradient of its own: the pool's winners (argmax
                over each window's 4 pixels) route the gradient, and conv1's weight gradient
                is one matmul of the 3x3 patches with it, instead of MaxPoolGrad, ReluGrad and
-               a one-channel Conv2DBackpropFilter on the 26x26x32 tensors (0.68x, 2026-12-05)
+               a one-channel Conv2DBackpropFilter on the 26x26x32 tensors (0.72x, 2026-12-05)
 and the recipe's Keras model itself (its step as the others, for scale). Thread settings are not
 varied: issue 18 measured inter-op threads 1 (3574 vs 5958 examples/s) and oneDNN off as slower.
 
