@@ -155,7 +155,7 @@ def replica_steps(model, loss_fn, metrics, global_batch, optimizer=None, jit=Fal
         grads = None
         for part in zip(*(tf.split(t, micro_batches) for t in (x, y, w))):
             part_grads = gradients(*part)
-            grads = part_grads if grads is None else [a + b for a, b in zip(grads, part_grads)]
+            grads = part_grads if grads is None else [summed(a, b) for a, b in zip(grads, part_grads)]
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
 
     def gradients(x, y, w):
@@ -183,6 +183,16 @@ def replica_steps(model, loss_fn, metrics, global_batch, optimizer=None, jit=Fal
     if jit:  # XLA compiles each replica's step; the loop around it stays a plain tf.function
         return tuple(tf.function(f, jit_compile=True) for f in (train_step, eval_step))
     return train_step, eval_step
+
+
+def summed(a, b):
+    """a + b for two gradients of one variable. An embedding's gradient is sparse (IndexedSlices,
+    the rows the batch looked up), and stays sparse: the two parts' rows are put together."""
+    if isinstance(a, tf.IndexedSlices) and isinstance(b, tf.IndexedSlices):
+        return tf.IndexedSlices(tf.concat([a.values, b.values], 0), tf.concat([a.indices, b.indices], 0), a.dense_shape)
+    if a is None or b is None:  # a variable the loss does not reach
+        return a if b is None else b
+    return tf.convert_to_tensor(a) + tf.convert_to_tensor(b)
 
 
 def step_functions(strategy, model, loss_fn, metrics, global_batch, optimizer=None, jit=False, micro_batches=1):

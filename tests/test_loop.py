@@ -116,6 +116,28 @@ def test_micro_batches_take_the_same_steps_as_whole_batches(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
 
 
+def test_micro_batches_sum_an_embeddings_sparse_gradients():
+    """An Embedding's gradient is sparse (IndexedSlices): the parts' rows are put together, and
+    the step equals the whole batch's."""
+    import keras
+
+    def one_step(micro_batches):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((5,), dtype="int32")
+        pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(20, 4)(inputs))
+        model = keras.Model(inputs, keras.layers.Dense(2)(pooled))
+        optimizer = keras.optimizers.Adam(0.1)
+        optimizer.build(model.trainable_variables)
+        per_example = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+        train_step, _ = loop.replica_steps(model, per_example, [keras.metrics.Mean()], 8, optimizer, micro_batches=micro_batches)
+        x = tf.constant(np.random.default_rng(1).integers(0, 20, (8, 5)), tf.int32)
+        tf.function(train_step)(x, tf.constant([0, 1] * 4), tf.ones(8))
+        return model.get_weights()
+
+    for whole, parts in zip(one_step(1), one_step(4)):
+        np.testing.assert_allclose(parts, whole, rtol=1e-5, atol=1e-6)
+
+
 def test_micro_batches_must_divide_each_replica_batch(tmp_path):
     with pytest.raises(DlcliError, match=r"each replica's batch \(8\) must be a multiple of micro_batches. Received: micro_batches=3"):
         train_tiny(two_replicas(), tmp_path, micro_batches=3)
