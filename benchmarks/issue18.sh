@@ -20,6 +20,7 @@ run benchmarks/frameworks.py --repeats 3 --epochs 3
 run benchmarks/cnn_formulations.py --rounds 10 --steps 20
 run benchmarks/bf16_cpu.py --repeats 2 --epochs 2
 run benchmarks/onednn_cpu.py --repeats 2 --epochs 3
+run benchmarks/micro_batches_cpu.py --repeats 2 --epochs 3
 run benchmarks/multiworker.py --repeats 2 --epochs 3 --steps 100
 run benchmarks/allreduce_table.py --steps 10
 python benchmarks/gpu_precision.py 2>&1 | tail -3

@@ -84,7 +84,8 @@ class TrainConfig:
     precision: typing.Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
     jit: bool = False  # XLA-compile each training step
     # Each replica's batch as N micro-batches whose gradients are summed into one update (the same
-    # update, in less memory); 0 = auto: one per core on CPUs for the recipes that gain (CPU_MICRO_BATCHES), else 1.
+    # update in less memory, but BatchNormalization's statistics are per part); 0 = auto: one per
+    # core on CPUs for the recipes that gain (CPU_MICRO_BATCHES), else 1.
     micro_batches: Annotated[int, Range(0, 1 << 16)] = 0
     early_stopping: Annotated[int, Range(0, 1_000_000)] = 0  # patience in epochs: stop when `monitor` has not improved for this many (0: off)
     monitor: str = ""  # what early stopping and the best model follow, e.g. val_accuracy; "" = the recipe's MONITOR, else val_loss

@@ -63,6 +63,9 @@ def test_snippets_are_valid_python():
     for name in ("DLCLI", "KERAS_TFDATA", "KERAS_TFDATA_ONEDNN", "TORCH_CNN", "TORCH_LSTM", "KERAS_IO_TRANSFORMER"):
         compile(getattr(sides, name), name, "exec")
     assert sides.torch_missing() is None or "not installed" in sides.torch_missing()
+    from benchmarks import micro_batches_cpu
+
+    compile(micro_batches_cpu.AUTO_ON + sides.DLCLI, "AUTO_ON + DLCLI", "exec")
     for name in ("KERAS_JAX", "TORCH_CUDA"):  # the GPU sides for a machine without TensorFlow
         compile(getattr(gpu_keras_jax, name), name, "exec")
 
