@@ -10,13 +10,12 @@ bf16 in float32 and converts in between.
     python benchmarks/bf16_cpu.py [--recipes cnn,lstm,speech,transformer] [--repeats 2] [--epochs 2] [--steps N]
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import sides  # noqa: E402
-from benchmarks.frameworks import DATA, RECIPES, recipes_of  # noqa: E402
+from benchmarks.frameworks import compare_settings, parse_recipe_options, recipe_parser  # noqa: E402
 from dlcli.strategy import cpu_bf16_flags  # noqa: E402
 
 TEST = {"cnn": 10000, "lstm": 2000, "speech": 0, "transformer": 2000}  # 0: the whole test set
@@ -25,24 +24,15 @@ STEPS = {"cnn": 40, "lstm": 8, "speech": 10, "transformer": 8}
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipes", default="cnn,lstm,speech,transformer")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=0, help="steps per epoch for every recipe (0: each recipe's default)")
-    options = parser.parse_args()
+    options = parse_recipe_options(recipe_parser(__doc__.splitlines()[0], repeats=2, epochs=2))
     flags = cpu_bf16_flags()
     print(f"CPU bf16 instructions in /proc/cpuinfo: {', '.join(flags) or 'none (no avx512_bf16, no amx_bf16)'}")
-    recipes = recipes_of(options.recipes)
     print(f"a few minutes per recipe without bf16 instructions (bf16 ran 13x slower than float32 here)", flush=True)
-    summary = []
-    for recipe in recipes:
-        folder, _, batch, _ = RECIPES[recipe]
-        steps = options.steps or STEPS[recipe]
-        print(f"\n{recipe}: {options.epochs} epochs x {steps} steps of {batch}, {options.repeats} alternating repeats", flush=True)
-        settings = {p: (sides.DLCLI, {"precision": p, "test_examples": TEST[recipe]}) for p in ("float32", "mixed_bfloat16")}
-        figures, results = sides.compare_dlcli_settings(recipe, DATA / folder, options.epochs, steps, options.repeats, settings)
-        summary.append(sides.settings_line(recipe, figures, results, "mixed_bfloat16", "float32"))
+
+    def settings(recipe):
+        return {p: (sides.DLCLI, {"precision": p, "test_examples": TEST[recipe]}) for p in ("float32", "mixed_bfloat16")}
+
+    summary = compare_settings(options, settings, "mixed_bfloat16", "float32", steps=STEPS)
     print(f"\n== summary (bf16 / float32; {options.repeats} alternating repeats, medians; CPU bf16 flags: {', '.join(flags) or 'none'}) ==")
     print("\n".join(summary))
 

@@ -45,6 +45,38 @@ def recipes_of(option):
     return recipes
 
 
+def recipe_parser(description, repeats=3, epochs=3):
+    """The options every per-recipe benchmark takes: --recipes, --repeats, --epochs, --steps."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--recipes", default="cnn,lstm,speech,transformer")
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--steps", type=int, default=0, help="steps per epoch for every recipe (0: each recipe's default)")
+    return parser
+
+
+def parse_recipe_options(parser):
+    """The parsed options, with `recipes` checked and split (an unknown one ends the benchmark in one line)."""
+    options = parser.parse_args()
+    options.recipes = recipes_of(options.recipes)
+    return options
+
+
+def compare_settings(options, settings_of, base, other, steps=None):
+    """dlcli's loop under two settings for each recipe (`settings_of(recipe)`: {label: (code,
+    config overrides)}, as sides.compare_dlcli_settings takes them), each recipe's runs printed;
+    returns the summary lines, `base` against `other`. `steps`: {recipe: steps per epoch} where
+    not the recipe's default, unless --steps says."""
+    summary = []
+    for recipe in options.recipes:
+        folder, default_steps, batch, _ = RECIPES[recipe]
+        n = options.steps or (steps or {}).get(recipe, default_steps)
+        print(f"\n{recipe}: {options.epochs} epochs x {n} steps of {batch}, {options.repeats} alternating repeats", flush=True)
+        figures, results = sides.compare_dlcli_settings(recipe, DATA / folder, options.epochs, n, options.repeats, settings_of(recipe))
+        summary.append(sides.settings_line(recipe, figures, results, base, other))
+    return summary
+
+
 def contestants(recipe):
     chosen = {"dlcli": sides.DLCLI, "Keras fit + tf.data": sides.KERAS_TFDATA, "Keras fit + tf.data + oneDNN": sides.KERAS_TFDATA_ONEDNN}
     missing = sides.torch_missing()
@@ -59,15 +91,11 @@ def contestants(recipe):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipes", default="cnn,lstm,speech,transformer")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=0, help="steps per epoch for every recipe (0: each recipe's default)")
+    parser = recipe_parser(__doc__.splitlines()[0])
     parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"],
                         help="every side's compute precision (PyTorch: torch.autocast to bf16)")
-    options = parser.parse_args()
-    recipes = recipes_of(options.recipes)
+    options = parse_recipe_options(parser)
+    recipes = options.recipes
     estimate = sum(
         options.repeats * (2 if r == "speech" else 3) * (30 + options.epochs * (options.steps or RECIPES[r][1]) * RECIPES[r][3])
         for r in recipes

@@ -12,14 +12,13 @@ BatchNormalization: its statistics would be per part).
     python benchmarks/micro_batches_cpu.py [--recipes cnn,lstm,speech,transformer] [--repeats 3] [--epochs 3] [--steps N]
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import sides  # noqa: E402
 from benchmarks.bf16_cpu import TEST  # noqa: E402
-from benchmarks.frameworks import DATA, RECIPES, recipes_of  # noqa: E402
+from benchmarks.frameworks import compare_settings, parse_recipe_options, recipe_parser  # noqa: E402
 from benchmarks.onednn_cpu import cpu_line  # noqa: E402
 
 # The recipe module is loaded once per process: the flag set here is the one DLCLI's snippet sees.
@@ -27,25 +26,14 @@ AUTO_ON = "import sys; from dlcli import registry; registry.load(sys.argv[1]).CP
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipes", default="cnn,lstm,speech,transformer")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=0, help="steps per epoch for every recipe (0: each recipe's default)")
-    options = parser.parse_args()
+    options = parse_recipe_options(recipe_parser(__doc__.splitlines()[0]))
     print(f"CPU: {cpu_line()}", flush=True)
-    summary = []
-    for recipe in recipes_of(options.recipes):
-        folder, steps, batch, _ = RECIPES[recipe]
-        steps = options.steps or steps
-        print(f"\n{recipe}: {options.epochs} epochs x {steps} steps of {batch}, {options.repeats} alternating repeats", flush=True)
+
+    def settings(recipe):
         common = {"precision": "float32", "test_examples": TEST[recipe]}
-        settings = {
-            "micro-batches": (AUTO_ON + sides.DLCLI, common),
-            "whole batches": (sides.DLCLI, {**common, "micro_batches": 1}),
-        }
-        figures, results = sides.compare_dlcli_settings(recipe, DATA / folder, options.epochs, steps, options.repeats, settings)
-        summary.append(sides.settings_line(recipe, figures, results, "micro-batches", "whole batches"))
+        return {"micro-batches": (AUTO_ON + sides.DLCLI, common), "whole batches": (sides.DLCLI, {**common, "micro_batches": 1})}
+
+    summary = compare_settings(options, settings, "micro-batches", "whole batches")
     print(f"\n== summary (one micro-batch per core / whole batches, float32; {options.repeats} alternating repeats, medians; CPU: {cpu_line()}) ==")
     print("\n".join(summary))
 

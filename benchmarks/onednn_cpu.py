@@ -11,14 +11,13 @@ of) the test set.
     python benchmarks/onednn_cpu.py [--recipes cnn,lstm,speech,transformer] [--repeats 3] [--epochs 3] [--steps N]
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import sides  # noqa: E402
 from benchmarks.bf16_cpu import TEST  # noqa: E402
-from benchmarks.frameworks import DATA, RECIPES, recipes_of  # noqa: E402
+from benchmarks.frameworks import compare_settings, parse_recipe_options, recipe_parser  # noqa: E402
 
 # The variable must be set before TensorFlow loads: the first line of each side's fresh process.
 SETTINGS = {"oneDNN off": "0", "oneDNN on": "1"}
@@ -37,24 +36,16 @@ def cpu_line():
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipes", default="cnn,lstm,speech,transformer")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=0, help="steps per epoch for every recipe (0: each recipe's default)")
-    options = parser.parse_args()
+    options = parse_recipe_options(recipe_parser(__doc__.splitlines()[0]))
     print(f"CPU: {cpu_line()}", flush=True)
-    summary = []
-    for recipe in recipes_of(options.recipes):
-        folder, steps, batch, _ = RECIPES[recipe]
-        steps = options.steps or steps
-        print(f"\n{recipe}: {options.epochs} epochs x {steps} steps of {batch}, {options.repeats} alternating repeats", flush=True)
-        settings = {
+
+    def settings(recipe):
+        return {
             label: (f"import os; os.environ['TF_ENABLE_ONEDNN_OPTS'] = '{value}'\n" + sides.DLCLI, {"precision": "float32", "test_examples": TEST[recipe]})
             for label, value in SETTINGS.items()
         }
-        figures, results = sides.compare_dlcli_settings(recipe, DATA / folder, options.epochs, steps, options.repeats, settings)
-        summary.append(sides.settings_line(recipe, figures, results, "oneDNN on", "oneDNN off"))
+
+    summary = compare_settings(options, settings, "oneDNN on", "oneDNN off")
     print(f"\n== summary (oneDNN on / off, float32; {options.repeats} alternating repeats, medians; CPU: {cpu_line()}) ==")
     print("\n".join(summary))
 
