@@ -35,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.snippet import run_snippet, snippet_result, start_snippet  # noqa: E402
+from dlcli import strategy as strategies  # noqa: E402  (TensorFlow loads lazily: not in this process)
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST = REPO.parent / "shared" / "data" / "mnist"
@@ -107,7 +108,7 @@ def main():
     layouts = layouts_of(options.layouts)
     if not MNIST.is_dir():
         raise SystemExit(f"{MNIST} not found: the benchmark needs ../shared/data/mnist beside the checkout.")
-    cores = len(os.sched_getaffinity(0))
+    cores = strategies.cpu_cores()  # as `dlcli train` counts them
     processes = options.repeats * len(layouts)
     print(f"{processes} processes of {options.epochs} x {options.steps} steps ({', '.join(layouts)}; {cores} cores); about "
           f"{processes * (25 + options.epochs * options.steps * 128 / 4000):.0f} s on a quiet 2-core machine", flush=True)

@@ -151,9 +151,12 @@ def replica_steps(model, loss_fn, metrics, global_batch, optimizer=None, jit=Fal
     the whole slice's gradient), and TensorFlow may run the parts side by side.
     """
 
+    def parts(x, y, w):
+        return zip(*(tf.split(t, micro_batches) for t in (x, y, w)))
+
     def train_step(x, y, w):
         grads = None
-        for part in zip(*(tf.split(t, micro_batches) for t in (x, y, w))):
+        for part in parts(x, y, w):
             part_grads = gradients(*part)
             grads = part_grads if grads is None else [summed(a, b) for a, b in zip(grads, part_grads)]
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
@@ -171,7 +174,7 @@ def replica_steps(model, loss_fn, metrics, global_batch, optimizer=None, jit=Fal
         return tape.gradient(scaled, model.trainable_variables)
 
     def eval_step(x, y, w):
-        for x, y, w in zip(*(tf.split(t, micro_batches) for t in (x, y, w))):
+        for x, y, w in parts(x, y, w):
             pred = model(x, training=False)
             update(y, pred, loss_fn(y, pred), w)
 
