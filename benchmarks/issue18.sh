@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 18's figures for the README "Performance against the alternatives" block, in sequence,
-# with the settings the README quotes. About 65 minutes on a quiet 2-core machine (3771 s on 2026-12-05) (many times
-# that on a shared one). Needs ../shared/data and, for the PyTorch sides, `pip install -e '.[bench]'`.
+# with the settings the README quotes. About 65 minutes on a quiet 2-core machine (3771 s on
+# 2026-12-05; many times that on a shared one). Needs ../shared/data and, for the PyTorch sides, `pip install -e '.[bench]'`.
 # Each script ends with a "== summary" block; this prints them again at the end.
 #
 #     bash benchmarks/issue18.sh 2>&1 | tee issue18.log
