@@ -132,8 +132,9 @@ def micro_batches(config, recipe, name, cpu_devices=None, tpu=None):
     cluster) and a batch the cores divide: TensorFlow then runs each op on one thread and the
     micro-batches side by side, so each core works through its own part of the batch. On 2 cores
     that ran the cnn 1.13x faster (median of paired repeats) than every op split over both
-    (benchmarks/limit.py), for the same updates. Else 1. Sets TensorFlow's threads, so it must run before TensorFlow starts
-    its runtime; where that has happened (a second run in one process), auto is 1.
+    (benchmarks/limit.py), for the same updates. Else 1. Sets TensorFlow's threads, so it must run
+    before TensorFlow starts its runtime; where that has happened (a second run in one process),
+    auto is 1.
     """
     if config.micro_batches:
         return config.micro_batches

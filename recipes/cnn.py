@@ -39,8 +39,8 @@ DATASET_DEFAULTS = {"fashion_mnist": {"epochs": 15}}
 # precision=auto trains in mixed_bfloat16 on CPUs with AVX512_BF16/AMX-BF16: 1.9x float32's
 # examples/s there, same accuracy (benchmarks/bf16_cpu.py; the recurrent and attention recipes were level or slower).
 BF16_CPU = True
-# micro_batches=auto cuts each batch into one part per CPU core, each op on one thread: 1.13x (median)
-# every op split over both cores on 2 cores (benchmarks/limit.py; the other recipes are not measured).
+# micro_batches=auto cuts each batch into one part per CPU core, each op on one thread: 1.11-1.25x
+# whole batches (every op split over both cores) on 2 cores (benchmarks/limit.py, micro_batches_cpu.py).
 CPU_MICRO_BATCHES = True
 
 
