@@ -8,7 +8,7 @@ FROM ${BASE}
 ARG EXTRAS=tune
 
 # DLCLI_RUNS: default run folders go to /runs/RECIPE-TIMESTAMP (the volume), not /runs/runs/...
-# DLCLI_CONTAINER: dlcli writes the mounted /runs as its owner (dlcli/container.py).
+# DLCLI_CONTAINER: dlcli writes the mounted /runs as its owner (dlcli/runs/container.py).
 # TensorFlow's C++ start-up lines are kept out by dlcli itself; DLCLI_DEBUG=1 shows them.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \

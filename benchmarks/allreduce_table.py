@@ -35,7 +35,7 @@ def recipe_model(name):
     shape follows from the config (speech's clip length comes from FSDD's clips)."""
     import numpy as np
 
-    from dlcli import registry
+    from dlcli.training import registry
 
     recipe = registry.load(name)
     if name == "speech":
@@ -54,10 +54,10 @@ def recipe_model(name):
 
 def step_seconds(recipe, model, config, inputs, labels, steps):
     """Median seconds of one compiled training step (forward, gradients, Adam) on `inputs`."""
-    from dlcli import loop
-    from dlcli.lazy import tf
+    from dlcli.core.lazy import tf
+    from dlcli.training.steps import make_optimizer
 
-    optimizer = loop.make_optimizer(recipe, config, 1000)
+    optimizer = make_optimizer(recipe, config, 1000)
     loss_fn = recipe.loss(config)
     if labels.max() < 2 and model.output.shape[-1] == 1:
         labels = labels.astype("float32")

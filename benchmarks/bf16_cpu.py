@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import sides  # noqa: E402
 from benchmarks.frameworks import compare_settings, parse_recipe_options, recipe_parser  # noqa: E402
-from dlcli.strategy import cpu_bf16_flags  # noqa: E402
+from dlcli.training.strategy import cpu_bf16_flags  # noqa: E402
 
 TEST = {"cnn": 10000, "lstm": 2000, "speech": 0, "transformer": 2000}  # 0: the whole test set
 # Steps per epoch: few, because bf16 without AVX512_BF16 runs an order of magnitude slower.
@@ -27,7 +27,7 @@ def main():
     options = parse_recipe_options(recipe_parser(__doc__.splitlines()[0], repeats=2, epochs=2))
     flags = cpu_bf16_flags()
     print(f"CPU bf16 instructions in /proc/cpuinfo: {', '.join(flags) or 'none (no avx512_bf16, no amx_bf16)'}")
-    print(f"a few minutes per recipe without bf16 instructions (bf16 ran 13x slower than float32 here)", flush=True)
+    print("a few minutes per recipe without bf16 instructions (bf16 ran 13x slower than float32 here)", flush=True)
 
     def settings(recipe):
         return {p: (sides.DLCLI, {"precision": p, "test_examples": TEST[recipe]}) for p in ("float32", "mixed_bfloat16")}

@@ -125,7 +125,7 @@ def main():
     import numpy as np
 
     from dlcli import data
-    from dlcli.lazy import keras, tf
+    from dlcli.core.lazy import keras, tf
     from recipes import cnn
 
     config = cnn.Config(data=MNIST if MNIST.is_dir() else None, dataset="mnist" if MNIST.is_dir() else "digits", dropout=0.0)

@@ -14,7 +14,7 @@ import time
 
 def layer_macs(layer):
     """Multiply-accumulates of one forward pass of `layer`, per example (0 for other layers)."""
-    from dlcli.lazy import keras
+    from dlcli.core.lazy import keras
 
     if isinstance(layer, keras.layers.Conv2D) and not isinstance(layer, keras.layers.DepthwiseConv2D):
         kernel = layer.kernel.shape  # (kh, kw, in, out)
@@ -53,7 +53,7 @@ def matmul_peak(size=2048, repeats=10, trials=3, devices=(None,)):
     rate is their sum: the peak of a step that runs one replica per core."""
     import statistics
 
-    from dlcli.lazy import tf
+    from dlcli.core.lazy import tf
 
     a = tf.random.normal((size, size), seed=1)
     b = tf.random.normal((size, size), seed=2) / size ** 0.5  # keeps the chain's values bounded

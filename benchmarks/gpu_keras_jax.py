@@ -33,10 +33,10 @@ from benchmarks.snippet import run_snippet  # noqa: E402
 KERAS_JAX = r"""
 import json, os, sys, time
 os.environ["KERAS_BACKEND"] = "jax"
-import dlcli.lazy
+import dlcli.core.lazy
 dlcli.lazy._quiet_done = True  # no TensorFlow to import first: dlcli's lazy `keras` is plain Keras on JAX
 import jax, keras, numpy as np
-from dlcli import loop
+from dlcli.training import loop
 from recipes import cnn
 
 data, overrides = sys.argv[1], json.loads(sys.argv[2])
@@ -48,7 +48,7 @@ keras.utils.set_random_seed(config.seed)
 model = cnn.build_model(config, splits)
 per_example = cnn.loss(config)
 steps = -(-len(y) // config.batch_size)
-model.compile(optimizer=loop.make_optimizer(cnn, config, config.epochs * steps),  # Adam, cosine decay; loss scaling for float16
+model.compile(optimizer=steps.make_optimizer(cnn, config, config.epochs * steps),  # Adam, cosine decay; loss scaling for float16
               loss=lambda t, p: per_example(t, p), metrics=cnn.metrics(config))
 seconds, speeds, accuracy = [], [], []
 for epoch in range(config.epochs):
@@ -68,6 +68,7 @@ import json, sys, time
 import numpy as np, torch
 from torch import nn
 from recipes import cnn
+from dlcli.training import steps
 
 data, overrides = sys.argv[1], json.loads(sys.argv[2])
 config = cnn.Config(data=data, **overrides)

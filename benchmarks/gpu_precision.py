@@ -24,7 +24,8 @@ RUN = r"""
 import dlcli  # first, as the dlcli command: it sets TensorFlow's environment (oneDNN) before TensorFlow loads
 import dataclasses, itertools, json, sys, tempfile
 import tensorflow as tf
-from dlcli import loop, registry
+from dlcli.training import loop
+from dlcli.training import registry
 
 name, data, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 recipe = registry.load(name)

@@ -2,11 +2,11 @@
 same batches pre-materialised in memory, for `cnn` on MNIST and `lstm` on IMDB.
 
 Real: what `dlcli train` does each epoch: shuffle the example indices into the epoch's global
-batches (`loop.epoch_batches`), build the distributed tf.data pipeline that gathers them
-(`loop.distribute`), and run the steps in chunks. Pre-materialised: the same batches held as tensors, indexed inside the
+batches (`batches.epoch_batches`), build the distributed tf.data pipeline that gathers them
+(`batches.distribute`), and run the steps in chunks. Pre-materialised: the same batches held as tensors, indexed inside the
 tf.function with no tf.data at all. Both see inputs preprocessed once per run (lstm's
-TextVectorization, `loop.preprocessed`); that one-off time is printed apart. Both run the same model, optimizer and replica step
-(`loop.replica_steps`) in the same chunks, and read the loss after each chunk as the loop does.
+TextVectorization, `batches.preprocessed`); that one-off time is printed apart. Both run the same model, optimizer and replica step
+(`steps.replica_steps`) in the same chunks, and read the loss after each chunk as the loop does.
 Epochs of the two alternate; each side's figure is its median. The overhead is
 1 - real / pre-materialised.
 
@@ -25,12 +25,18 @@ DATA = REPO.parent / "shared" / "data"
 def measure(recipe, config, repeats):
     import tensorflow as tf
 
-    from dlcli import loop
-    from dlcli.lazy import keras
+    from dlcli.core.lazy import keras
+    from dlcli.training import batches
+    from dlcli.training.steps import (
+        loss_and_metrics,
+        make_optimizer,
+        replica_steps,
+        step_functions,
+    )
 
     splits = recipe.load_data(config)
     started = time.perf_counter()
-    splits = loop.preprocessed(splits)  # as `dlcli train` does, once per run
+    splits = batches.preprocessed(splits)  # as `dlcli train` does, once per run
     once = time.perf_counter() - started
     strategy = tf.distribute.get_strategy()
     global_batch = config.batch_size
@@ -38,15 +44,15 @@ def measure(recipe, config, repeats):
     per_call = max(1, min(steps // 10, 100))  # the loop's own choice
     keras.utils.set_random_seed(config.seed)
     model = recipe.build_model(config, splits)
-    optimizer = loop.make_optimizer(recipe, config, total_steps=10 * steps)
+    optimizer = make_optimizer(recipe, config, total_steps=10 * steps)
     optimizer.build(model.trainable_variables)
-    loss_fn, metrics = loop.loss_and_metrics(recipe, config)
-    train_step, _ = loop.replica_steps(model, loss_fn, metrics, global_batch, optimizer)
-    train_steps, _ = loop.step_functions(strategy, model, loss_fn, metrics, global_batch, optimizer)
+    loss_fn, metrics = loss_and_metrics(recipe, config)
+    train_step, _ = replica_steps(model, loss_fn, metrics, global_batch, optimizer)
+    train_steps, _ = step_functions(strategy, model, loss_fn, metrics, global_batch, optimizer)
 
-    index, weight = loop.epoch_batches(len(splits.train[0]), global_batch, steps, config.seed, 0)
+    index, weight = batches.epoch_batches(len(splits.train[0]), global_batch, steps, config.seed, 0)
     materialised = [tf.constant(a) for a in (*(x[index] for x in splits.train), weight)]
-    examples = loop.host_tensors(splits.train)
+    examples = batches.host_tensors(splits.train)
 
     @tf.function
     def materialised_steps(xs, ys, ws, start, n):
@@ -54,8 +60,8 @@ def measure(recipe, config, repeats):
             strategy.run(train_step, args=(xs[i], ys[i], ws[i]))
 
     def real_epoch(epoch):
-        batched = loop.epoch_batches(len(splits.train[0]), global_batch, steps, config.seed, epoch)
-        iterator = iter(loop.distribute(strategy, examples, batched))
+        batched = batches.epoch_batches(len(splits.train[0]), global_batch, steps, config.seed, epoch)
+        iterator = iter(batches.distribute(strategy, examples, batched))
         for start in range(0, steps, per_call):
             train_steps(iterator, tf.constant(min(per_call, steps - start)))
             float(metrics[0].result())

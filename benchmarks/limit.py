@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.snippet import run_snippet, snippet_result, start_snippet  # noqa: E402
-from dlcli import strategy as strategies  # noqa: E402  (TensorFlow loads lazily: not in this process)
+from dlcli.training import strategy as strategies  # noqa: E402  (TensorFlow loads lazily: not in this process)
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST = REPO.parent / "shared" / "data" / "mnist"
@@ -45,7 +45,8 @@ import dlcli  # first, as the dlcli command: it sets TensorFlow's environment (o
 import dataclasses, json, statistics, sys, tempfile
 import tensorflow as tf
 from benchmarks import flops
-from dlcli import loop, strategy as strategies
+from dlcli.training import loop
+from dlcli.training import strategy as strategies
 from recipes import cnn
 
 layout, cores, epochs, steps = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])

@@ -27,7 +27,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.startup_memory import DLCLI, ENV, REPO, peak_memory_mib, until_training_starts  # noqa: E402
+from benchmarks.startup_memory import (  # noqa: E402
+    DLCLI,
+    ENV,
+    REPO,
+    peak_memory_mib,
+    until_training_starts,
+)
 
 ROOT = Path(tempfile.gettempdir()) / "dlcli_own_images"
 
@@ -61,7 +67,7 @@ def predecoded(folder):
 
     import tensorflow as tf
 
-    from dlcli.sources.idx import FILES
+    from dlcli.data.sources.idx import FILES
 
     target = folder.with_name(folder.name + "_idx")
     if (target / "done").is_file():

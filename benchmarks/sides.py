@@ -19,13 +19,14 @@ DLCLI = r"""
 import dlcli  # first, as the dlcli command: it sets TensorFlow's environment (oneDNN) before TensorFlow loads
 import dataclasses, json, sys, tempfile
 import keras, numpy as np, tensorflow as tf
-from dlcli import loop, registry
+from dlcli.training import loop
+from dlcli.training import registry
 
 name, data, epochs, steps, overrides = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
 test_examples = overrides.pop("test_examples", 64)
 recipe = registry.load(name)
 config = recipe.Config(data=data, epochs=epochs, steps_per_epoch=steps, lr_schedule="constant", **overrides)
-from dlcli import strategy
+from dlcli.training import strategy
 config = dataclasses.replace(config, micro_batches=strategy.micro_batches(config, recipe, "default"))  # as `dlcli train`: before TensorFlow starts
 keras.mixed_precision.set_global_policy(strategy.resolve_precision(config, recipe, tf.distribute.get_strategy())[0])  # as `dlcli train` does
 splits = recipe.load_data(config)
@@ -45,19 +46,20 @@ import os
 os.environ.pop("TF_ENABLE_ONEDNN_OPTS", None)  # TensorFlow's own default, whatever a parent process set
 import json, sys, time
 import keras, tensorflow as tf
-from dlcli import loop, registry
+from dlcli.training import loop
+from dlcli.training import registry
 
 name, data, epochs, steps, overrides = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
 recipe = registry.load(name)
 config = recipe.Config(data=data, epochs=epochs, steps_per_epoch=steps, lr_schedule="constant", **overrides)
-splits = loop.preprocessed(recipe.load_data(config))  # lstm/transformer: reviews vectorized once, as dlcli does
+splits = batches.preprocessed(recipe.load_data(config))  # lstm/transformer: reviews vectorized once, as dlcli does
 x, y = splits.train
-from dlcli import strategy
+from dlcli.training import strategy
 keras.mixed_precision.set_global_policy(strategy.resolve_precision(config, recipe, tf.distribute.get_strategy())[0])  # dlcli's precision
 keras.utils.set_random_seed(config.seed)
 model = recipe.build_model(config, splits)
 per_example = recipe.loss(config)
-model.compile(optimizer=loop.make_optimizer(recipe, config, epochs * steps),
+model.compile(optimizer=steps.make_optimizer(recipe, config, epochs * steps),
               loss=lambda t, p: per_example(t, p), metrics=recipe.metrics(config))
 dataset = (tf.data.Dataset.from_tensor_slices((x, y)).cache().shuffle(len(x), seed=config.seed).repeat()
            .batch(config.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
@@ -124,12 +126,12 @@ TORCH_LSTM = r"""
 import json, sys, time
 import numpy as np, torch
 from torch import nn
-from dlcli import loop
+from dlcli.training import loop
 from recipes import lstm
 
 name, data, epochs, steps, overrides = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
 config = lstm.Config(data=data, **overrides)
-x, y = loop.preprocessed(lstm.load_data(config)).train
+x, y = batches.preprocessed(lstm.load_data(config)).train
 x, y = torch.from_numpy(x.astype(np.int64)), torch.from_numpy(y.astype(np.float32).reshape(-1))
 torch.manual_seed(config.seed)
 
@@ -175,12 +177,14 @@ os.environ.pop("TF_ENABLE_ONEDNN_OPTS", None)  # TensorFlow's own default, as th
 import json, sys, time
 import keras
 from keras import layers, ops
-from dlcli import loop
+from dlcli.training import loop
 from recipes import transformer
+from dlcli.training import batches
+from dlcli.training import steps
 
 name, data, epochs, steps, overrides = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
 maxlen, vocab_size, embed_dim, num_heads, ff_dim, batch = 200, 20000, 32, 2, 32, 32
-x, y = loop.preprocessed(transformer.load_data(transformer.Config(data=data, sequence_length=maxlen))).train
+x, y = batches.preprocessed(transformer.load_data(transformer.Config(data=data, sequence_length=maxlen))).train
 x, y = x[: steps * batch], y[: steps * batch]
 
 class TransformerBlock(layers.Layer):

@@ -48,7 +48,8 @@ DLCLI = r"""
 import dlcli  # first, as the dlcli command: it sets TensorFlow's environment (oneDNN) before TensorFlow loads
 import dataclasses, json, sys, tempfile
 import tensorflow as tf
-from dlcli import loop, strategy
+from dlcli.training import loop
+from dlcli.training import strategy
 from recipes import cnn
 
 config = cnn.Config(data=sys.argv[2], epochs=int(sys.argv[1]), lr_schedule="constant")

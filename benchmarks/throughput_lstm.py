@@ -51,7 +51,7 @@ DLCLI = r"""
 import dlcli  # first, as the dlcli command: it sets TensorFlow's environment (oneDNN) before TensorFlow loads
 import dataclasses, json, sys, tempfile
 import tensorflow as tf
-from dlcli import loop
+from dlcli.training import loop
 from recipes import lstm
 
 config = lstm.Config(data=sys.argv[3], epochs=int(sys.argv[1]), steps_per_epoch=int(sys.argv[2]), lr_schedule="constant")

@@ -68,7 +68,8 @@ print(json.dumps(epochs))
 DLCLI = r"""
 import dataclasses, itertools, json, sys, tempfile
 import tensorflow as tf
-from dlcli import loop, strategy
+from dlcli.training import loop
+from dlcli.training import strategy
 from recipes import cnn
 
 config = cnn.Config(data=sys.argv[1])

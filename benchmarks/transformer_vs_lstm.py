@@ -26,7 +26,7 @@ IMDB_TRAIN = 25_000  # reviews in IMDB's training split
 
 def default_run(name):
     """(epochs, batch, steps per epoch) of the recipe's default IMDB run."""
-    from dlcli import registry
+    from dlcli.training import registry
 
     config = registry.load(name).Config()
     fit = IMDB_TRAIN - round(IMDB_TRAIN * config.validation_split)

@@ -1,1 +1,1 @@
-"""The recipes: one module each, found by name (see dlcli.registry)."""
+"""The recipes: one module each, found by name (see dlcli.training.registry)."""

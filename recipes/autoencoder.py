@@ -21,10 +21,12 @@ from typing import Annotated, Literal
 
 import numpy as np
 
-from dlcli import data, predict, rundir
-from dlcli.config import AT_LEAST_ONE
-from dlcli.image_classifier import ImageConfig
-from dlcli.lazy import keras, tf
+from dlcli import data
+from dlcli.core.lazy import keras, tf
+from dlcli.models import predict
+from dlcli.models.config import AT_LEAST_ONE
+from dlcli.models.image_classifier import ImageConfig
+from dlcli.runs import rundir
 
 DATASETS = {k: v for k, v in data.IMAGE_DATASETS.items() if k != "cifar10"}
 DATA_KINDS = {"images"}

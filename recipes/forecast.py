@@ -22,11 +22,13 @@ from typing import Annotated, Literal
 
 import numpy as np
 
-from dlcli import data, predict, rundir
-from dlcli.config import AT_LEAST_ONE, FRACTION, Range, TrainConfig
-from dlcli.errors import DlcliError
-from dlcli.lazy import keras
-from dlcli.sources import csv_table
+from dlcli import data
+from dlcli.core.errors import DlcliError
+from dlcli.core.lazy import keras
+from dlcli.data.sources import csv_table
+from dlcli.models import predict
+from dlcli.models.config import AT_LEAST_ONE, FRACTION, Range, TrainConfig
+from dlcli.runs import rundir
 
 DATASETS = {"synthetic": "a seasonal series (period 24) with AR(1) noise (generated, offline)"}
 DATA_KINDS = {"table"}

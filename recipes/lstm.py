@@ -28,9 +28,10 @@ Reproduce: dlcli train lstm --data ../shared/data/imdb
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from dlcli import text, ui
-from dlcli.config import AT_LEAST_ONE, FRACTION, Range, TrainConfig
-from dlcli.lazy import keras, tf
+from dlcli.core import ui
+from dlcli.core.lazy import keras, tf
+from dlcli.data import text
+from dlcli.models.config import AT_LEAST_ONE, FRACTION, Range, TrainConfig
 
 DATASETS = text.DATASETS
 DATA_KINDS = text.DATA_KINDS
@@ -70,7 +71,7 @@ class Config(TrainConfig):
 
 
 # ## Prepare the data: raw text in; the loop turns it into integer sequences once, with `preprocess`
-# (dlcli/text.py: the text sources the lstm and transformer recipes share)
+# (dlcli/data/text.py: the text sources the lstm and transformer recipes share)
 
 
 def load_data(config):
@@ -108,5 +109,5 @@ def inference_model(model, splits):
     return keras.Model(reviews, model(splits.preprocess(reviews)), name=f"{model.name}_text")
 
 
-# ## Loss, metric and predict: shared with the transformer (dlcli/text.py)
+# ## Loss, metric and predict: shared with the transformer (dlcli/data/text.py)
 loss, metrics, read_inputs, describe = text.loss, text.metrics, text.read_texts, text.describe_classes

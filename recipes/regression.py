@@ -27,11 +27,12 @@ from typing import Annotated, Literal
 
 import numpy as np
 
-from dlcli import data, predict
-from dlcli.config import Range, TrainConfig
-from dlcli.errors import DlcliError
-from dlcli.lazy import keras, tf
-from dlcli.sources import auto_mpg, csv_table, tfds
+from dlcli import data
+from dlcli.core.errors import DlcliError
+from dlcli.core.lazy import keras, tf
+from dlcli.data.sources import auto_mpg, csv_table, tfds
+from dlcli.models import predict
+from dlcli.models.config import Range, TrainConfig
 
 DATASETS = {
     "synthetic": "y = x.w + b + noise with known w and b (generated, offline)",
@@ -200,7 +201,7 @@ def synthetic(config):
 def build_model(config, splits):
     if "spec" in splits.info:  # raw cells in
         inputs = keras.Input(shape=splits.input_shape, dtype="string")
-        from dlcli.layers import TableFeatures
+        from dlcli.models.layers import TableFeatures
 
         x = TableFeatures(splits.info["spec"], name="table_features")(inputs)
         outputs = keras.layers.Dense(1, kernel_initializer="zeros", dtype="float32", name="linear")(x)

@@ -12,10 +12,20 @@ Reproduce: dlcli train rnn --data ../shared/data/mnist
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from dlcli.config import AT_LEAST_ONE
+from dlcli.core.lazy import keras
+from dlcli.models.config import AT_LEAST_ONE
+
 # The data, loss, metric and predict hooks every image classifier shares:
-from dlcli.image_classifier import DATA_KINDS, ImageConfig, DATASETS, describe, load_data, loss, metrics, read_inputs  # noqa: F401
-from dlcli.lazy import keras
+from dlcli.models.image_classifier import (  # noqa: F401
+    DATA_KINDS,
+    DATASETS,
+    ImageConfig,
+    describe,
+    load_data,
+    loss,
+    metrics,
+    read_inputs,
+)
 
 MODERNISES = [
     ("x = tf.placeholder(tf.float32, [None, 28, 28]); tf.unstack(x, 28, 1)", "keras.Input((28, 28, 1)) + layers.Reshape((28, 28))"),

@@ -47,11 +47,13 @@ from typing import Literal
 
 import numpy as np
 
-from dlcli import audio, data, predict
-from dlcli.sources import audio_folder, tfds
-from dlcli.config import TrainConfig, check
-from dlcli.errors import DlcliError
-from dlcli.lazy import keras
+from dlcli import data
+from dlcli.core.errors import DlcliError
+from dlcli.core.lazy import keras
+from dlcli.data import audio
+from dlcli.data.sources import audio_folder, tfds
+from dlcli.models import predict
+from dlcli.models.config import TrainConfig, check
 
 DATA_KINDS = {"audio"}
 DATASETS = {
@@ -59,7 +61,7 @@ DATASETS = {
     "synthetic": "tones of 4 pitches, mixed lengths and noise (generated, offline)",
 }
 MODERNISES = [
-    ("librosa.load(path, sr=8000) in a Dataset.__getitem__", "dlcli.audio.read_clip: wave + numpy, resampled, fixed length"),
+    ("librosa.load(path, sr=8000) in a Dataset.__getitem__", "dlcli.data.audio.read_clip: wave + numpy, resampled, fixed length"),
     ("x.view(batch, 4000, 1); nn.RNN(input_size=1, hidden_size=50)", "layers.MelSpectrogram in the model; SimpleRNN(50) over frames (arch=source)"),
     ("nn.Linear(50, 10) on the last hidden state", "layers.Dense(num_classes) logits, float32"),
     ("nn.CrossEntropyLoss(); optim.Adam; for epoch: for batch: ...", "SparseCategoricalCrossentropy(from_logits=True) in dlcli's loop"),
@@ -246,7 +248,7 @@ def after_training(config, splits, model, run_dir):
 
 
 def draw_spectrograms(spectrograms, truth, predicted, names, path):
-    from dlcli import plots
+    from dlcli.models import plots
 
     plt = plots._pyplot()
     figure, axes = plt.subplots(1, len(spectrograms), figsize=(2.2 * len(spectrograms), 2.4), squeeze=False)

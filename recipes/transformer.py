@@ -3,7 +3,7 @@
 Modernises keras-io's `text_classification_with_transformer` (a hand-written
 `TransformerBlock` and `TokenAndPositionEmbedding` over `imdb.load_data` integers cut to 200
 words, `model.fit`): raw review text goes through `keras.layers.TextVectorization` (once, before
-training, shared with the lstm recipe in `dlcli/text.py`), then token + position embeddings,
+training, shared with the lstm recipe in `dlcli/data/text.py`), then token + position embeddings,
 `blocks` encoder blocks (`keras.layers.MultiHeadAttention`, LayerNormalization, a feed-forward
 layer, residuals), an average over the real (non-padding) tokens, and a sigmoid. A width-3
 convolution before the first block gives every token its neighbours (a bigram-ish signal that
@@ -21,14 +21,14 @@ Reproduce: dlcli train transformer --data ../shared/data/imdb
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from dlcli import text
-from dlcli.config import AT_LEAST_ONE, FRACTION, Range, TrainConfig, check
-from dlcli.lazy import keras
+from dlcli.core.lazy import keras
+from dlcli.data import text
+from dlcli.models.config import AT_LEAST_ONE, FRACTION, Range, TrainConfig, check
 
 DATASETS = text.DATASETS
 DATA_KINDS = text.DATA_KINDS
 MODERNISES = [
-    ("keras.datasets.imdb.load_data(num_words=20000); pad_sequences(maxlen=200)", "raw text + TextVectorization(output_sequence_length=...) (dlcli/text.py)"),
+    ("keras.datasets.imdb.load_data(num_words=20000); pad_sequences(maxlen=200)", "raw text + TextVectorization(output_sequence_length=...) (dlcli/data/text.py)"),
     ("class TokenAndPositionEmbedding(layers.Layer)", "two keras.layers.Embedding, positions from keras.ops.cumsum: no custom layer to register"),
     ("class TransformerBlock(layers.Layer): att + ffn, no padding mask", "MultiHeadAttention with the padding mask, pre-norm residual blocks"),
     ("GlobalAveragePooling1D() over padding too", "GlobalAveragePooling1D(x, mask): the mean of the real tokens"),
@@ -127,5 +127,5 @@ def optimizer(config, learning_rate):
     return keras.optimizers.AdamW(learning_rate, weight_decay=config.weight_decay)
 
 
-# ## Loss, metric and predict: shared with lstm (dlcli/text.py)
+# ## Loss, metric and predict: shared with lstm (dlcli/data/text.py)
 loss, metrics, read_inputs, describe = text.loss, text.metrics, text.read_texts, text.describe_classes

@@ -14,7 +14,7 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 def pytest_configure(config):
-    from dlcli import strategy
+    from dlcli.training import strategy
 
     strategy.split_cpu(2)
 

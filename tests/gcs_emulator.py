@@ -23,11 +23,11 @@ from functools import partial
 from http import server
 from urllib.parse import urlsplit
 
+import trustme
 from gcp_storage_emulator.handlers import objects
 from gcp_storage_emulator.handlers.buckets import create_bucket
 from gcp_storage_emulator.server import RequestHandler
 from gcp_storage_emulator.storage import Storage
-import trustme
 
 HOSTS = ["www.googleapis.com", "storage.googleapis.com"]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from typer.testing import CliRunner
 
-from dlcli.cli import app
-from dlcli.sources.idx import FILES as IDX_FILES
+from dlcli.cli.app import app
+from dlcli.data.sources.idx import FILES as IDX_FILES
 
 
 def invoke(*args, env=None):

@@ -10,10 +10,12 @@ import pytest
 import tensorflow as tf
 from typer.testing import CliRunner
 
-from dlcli import data, loop, registry, sources
-from dlcli.cli import app
-from dlcli.errors import DlcliError
-from dlcli.run import DataSpec, Run, RunRecord
+from dlcli import data
+from dlcli.cli.app import app
+from dlcli.core.errors import DlcliError
+from dlcli.data import sources
+from dlcli.runs.record import DataSpec, Run, RunRecord
+from dlcli.training import loop, registry
 from recipes.cnn import Config
 from tests.helpers import write_png
 

@@ -3,8 +3,8 @@
 import numpy as np
 import tensorflow as tf
 
-from dlcli import config as config_lib
-from dlcli import artifacts, loop, registry
+from dlcli.models import config as config_lib
+from dlcli.training import artifacts, loop, registry
 
 autoencoder = registry.load("autoencoder")
 

@@ -9,8 +9,8 @@ import typing
 import numpy as np
 import pytest
 
-from dlcli import config as config_lib
-from dlcli import registry
+from dlcli.models import config as config_lib
+from dlcli.training import registry
 
 
 def one_line(result, *fragments):
@@ -150,7 +150,7 @@ def test_fifos_and_devices_are_refused_without_hanging(dlcli_subprocess, tmp_pat
             (reviews / split / label).mkdir(parents=True)
             (reviews / split / label / "0_1.txt").write_text(f"a {label} film")
     os.mkfifo(reviews / "train" / "pos" / "1_9.txt")  # would block forever if read
-    from dlcli.sources import aclimdb
+    from dlcli.data.sources import aclimdb
 
     assert len(aclimdb.load(reviews, None).train[0]) == 2
 
@@ -318,7 +318,7 @@ def test_a_keras_file_declaring_a_giant_layer_is_refused_before_it_is_built(tmp_
 
 
 def test_a_giant_declared_input_is_refused_and_real_models_are_under_budget(tmp_path):
-    from dlcli import safe_model
+    from dlcli.models import safe_model
 
     layers = [{"class_name": "InputLayer", "config": {"batch_shape": [None, 100000, 100000]}}]
     assert safe_model.largest_shape({"config": {"layers": layers}}) == 10**10
@@ -387,6 +387,6 @@ def test_a_truncated_checkpoint_is_named_and_the_intact_older_one_offered(tmp_pa
     state.write_text(state.read_text().replace('model_checkpoint_path: "ckpt-20"', 'model_checkpoint_path: "ckpt-10"'))
     result, _ = measured("train", "softmax", "-o", run, "--resume", "--epochs", 3)
     assert result.returncode == 0 and "resuming after epoch 1" in result.stdout, result.stderr[-2000:]
-    from dlcli import rundir
+    from dlcli.runs import rundir
 
     assert [row["epoch"] for row in rundir.read_history(run / "history.csv")] == [1, 2, 3]

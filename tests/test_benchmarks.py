@@ -26,7 +26,7 @@ def test_cnn_training_flops_match_the_count_by_hand():
 
 
 def test_dense_on_a_sequence_counts_every_position():
-    from dlcli.lazy import keras
+    from dlcli.core.lazy import keras
 
     inputs = keras.Input((5, 4))
     model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Conv1D(3, 2)(inputs)))
@@ -76,7 +76,7 @@ def test_ratio_line_is_the_median_of_paired_ratios():
 
 def test_cnn_formulations_compute_the_recipe_model():
     from benchmarks import cnn_formulations
-    from dlcli.lazy import keras, tf
+    from dlcli.core.lazy import keras, tf
 
     keras.utils.set_random_seed(0)
     model = cnn_model(dropout=0.0)

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from dlcli import registry
-from dlcli.run import DataSpec, RunRecord
+from dlcli.runs.record import DataSpec, RunRecord
+from dlcli.training import registry
 from tests.helpers import assert_one_line_error, invoke, write_idx, write_idx_folder
 
 
@@ -15,7 +15,7 @@ def test_help_and_list_do_not_import_tensorflow():
     code = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
-        "from dlcli.cli import app\n"
+        "from dlcli.cli.app import app\n"
         "for args in (['--help'], ['list'], ['list', '--json'], ['show', 'cnn'], ['train', '--help']):\n"
         "    result = CliRunner().invoke(app, args)\n"
         "    assert result.exit_code == 0, (args, result.output)\n"

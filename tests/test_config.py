@@ -2,9 +2,9 @@
 
 import pytest
 
-from dlcli import config as config_lib
-from dlcli import registry
-from dlcli.errors import DlcliError
+from dlcli.core.errors import DlcliError
+from dlcli.models import config as config_lib
+from dlcli.training import registry
 
 cnn = registry.load("cnn")
 
@@ -103,7 +103,7 @@ def test_dataset_defaults_apply_before_toml_set_and_flags(tmp_path):
 
 
 def test_real_fashion_mnist_is_recognised_by_its_labels(shared_data, tmp_path):
-    from dlcli.sources import idx as data
+    from dlcli.data.sources import idx as data
 
     assert data.recognise(shared_data / "fashion_mnist") == "fashion_mnist"
     assert data.recognise(shared_data / "mnist") == "mnist"
@@ -118,7 +118,7 @@ def test_real_fashion_mnist_is_recognised_by_its_labels(shared_data, tmp_path):
 def test_show_prints_the_dataset_defaults():
     from typer.testing import CliRunner
 
-    from dlcli.cli import app
+    from dlcli.cli.app import app
 
     result = CliRunner().invoke(app, ["show", "cnn"])
     assert result.exit_code == 0 and "per-dataset defaults" in result.stdout and "epochs=15" in result.stdout

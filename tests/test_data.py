@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from dlcli import data
-from dlcli.sources import tfds as tfds_source
-from dlcli.errors import DlcliError
+from dlcli.core.errors import DlcliError
+from dlcli.data.sources import tfds as tfds_source
 from recipes.cnn import Config
 from tests.helpers import write_idx, write_idx_folder, write_image_folder, write_png
 

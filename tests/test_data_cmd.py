@@ -4,8 +4,8 @@ import json
 
 from typer.testing import CliRunner
 
-from dlcli.sources import tfds as tfds_source
-from dlcli.cli import app
+from dlcli.cli.app import app
+from dlcli.data.sources import tfds as tfds_source
 from tests.helpers import write_idx_folder, write_image_folder
 
 runner = CliRunner()

@@ -9,28 +9,29 @@ import signal
 import numpy as np
 import pytest
 
-from dlcli import loop, rundir
-from dlcli import config as config_lib
-from dlcli.config import TrainConfig
+from dlcli.models import config as config_lib
+from dlcli.models.config import TrainConfig
+from dlcli.runs import rundir
+from dlcli.training import hooks, loop
+from tests.helpers import assert_one_line_error, invoke
 from tests.test_fault_tolerance import finish, start, wait_for
 from tests.test_loop import cnn, tf, tiny_splits, two_replicas
-from tests.helpers import assert_one_line_error, invoke
 
 
 def test_mode_follows_the_metric_unless_given():
-    assert loop.monitor_mode(TrainConfig(), "val_loss") == "min"
-    assert loop.monitor_mode(TrainConfig(), "val_mae") == "min"
-    assert loop.monitor_mode(TrainConfig(), "val_accuracy") == "max"
-    assert loop.monitor_mode(TrainConfig(mode="min"), "val_accuracy") == "min"
+    assert hooks.monitor_mode(TrainConfig(), "val_loss") == "min"
+    assert hooks.monitor_mode(TrainConfig(), "val_mae") == "min"
+    assert hooks.monitor_mode(TrainConfig(), "val_accuracy") == "max"
+    assert hooks.monitor_mode(TrainConfig(mode="min"), "val_accuracy") == "min"
     assert config_lib.monitor_of(cnn, TrainConfig()) == "val_loss"
     assert config_lib.monitor_of(cnn, TrainConfig(monitor="val_accuracy")) == "val_accuracy"
 
 
 def test_best_in_history_skips_missing_and_non_finite_values():
     history = [{"epoch": 1, "val_loss": 0.5}, {"epoch": 2, "val_loss": math.nan}, {"epoch": 3, "val_loss": 0.4}, {"epoch": 4}]
-    assert loop.best_in(history, "val_loss", "min") == (3, 0.4)
-    assert loop.best_in(history, "val_loss", "max") == (1, 0.5)
-    assert loop.best_in(history, "val_accuracy", "max") == (None, None)
+    assert hooks.best_in(history, "val_loss", "min") == (3, 0.4)
+    assert hooks.best_in(history, "val_loss", "max") == (1, 0.5)
+    assert hooks.best_in(history, "val_accuracy", "max") == (None, None)
 
 
 class Crash(Exception):
@@ -50,7 +51,7 @@ class CrashInEpoch:
 
 
 def weights(path):
-    from dlcli.predict import load_keras
+    from dlcli.models.safe_model import load_keras
 
     return load_keras(path).get_weights()
 

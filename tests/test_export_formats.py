@@ -6,12 +6,11 @@ recipe's model are refused with one line and leave nothing behind."""
 import importlib
 import json
 
-
 import numpy as np
 import pytest
 
-from dlcli import registry
 from dlcli.data import load_digits
+from dlcli.training import registry
 from tests.helpers import invoke, tone, write_png, write_wav
 
 RECIPES = registry.recipe_names()
@@ -181,7 +180,7 @@ def test_a_missing_runtime_is_one_line_naming_the_extra(fmt, module, trained, ra
 
 def test_an_export_that_disagrees_with_the_keras_model_is_not_kept(trained, env, tmp_path, monkeypatch):
     """The check is real: an export whose outputs drift past the tolerance is refused and removed."""
-    from dlcli import exports
+    from dlcli.models import exports
 
     real_runner = exports.runner
     monkeypatch.setattr(exports, "runner", lambda *a: (lambda x, run=real_runner(*a): run(x) + 0.01))
@@ -197,7 +196,7 @@ def test_a_mixed_precision_model_is_exported_in_float32_with_the_same_weights():
     Runtime and OpenVINO reject its bf16 casts, so exports are rebuilt in float32."""
     import keras
 
-    from dlcli import exports
+    from dlcli.models import exports
     from recipes import cnn
 
     config = cnn.Config(**cnn.QUICK)

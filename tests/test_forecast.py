@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from dlcli import config as config_lib
-from dlcli import registry
-from dlcli.errors import DlcliError
+from dlcli.core.errors import DlcliError
+from dlcli.models import config as config_lib
+from dlcli.training import registry
 
 forecast = registry.load("forecast")
 

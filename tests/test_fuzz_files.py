@@ -9,8 +9,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dlcli import sources
-from dlcli.errors import DlcliError
+from dlcli.core.errors import DlcliError
+from dlcli.data import sources
 from recipes.cnn import Config
 from tests.helpers import write_idx_folder, write_image_folder
 
@@ -106,8 +106,8 @@ truncations = st.tuples(st.floats(0, 1), st.just(0), st.just(0))
 @settings(FUZZ, max_examples=50)
 @given(st.one_of(truncations, mutations), st.sampled_from(IMAGE_KINDS), st.booleans())
 def test_every_image_format_passes_the_check_only_if_it_decodes(tmp_path_factory, mutation, name, forge_size):
-    from dlcli.lazy import tf
-    from dlcli.sources import image_folder
+    from dlcli.core.lazy import tf
+    from dlcli.data.sources import image_folder
     from tests.helpers import write_messy_images
 
     folder = write_messy_images(tmp_path_factory.mktemp("formats"), ("a", "b", "c"), per_class=10)

@@ -106,7 +106,7 @@ def test_train_to_gs_stopped_and_continued_on_a_new_machine_then_evaluate_and_pr
     # spare two TensorFlow start-ups); evaluation.json goes back up.
     from typer.testing import CliRunner
 
-    from dlcli.cli import app
+    from dlcli.cli.app import app
     from tests.helpers import write_png
 
     for name, value in env_for(gcs, tmp_path / "cache-c").items():
@@ -145,7 +145,7 @@ def test_data_from_gs_is_copied_once_and_trained_on(gcs, tmp_path):
 def test_bad_gs_locations_are_one_line_before_the_data_loads(gcs, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from dlcli.cli import app
+    from dlcli.cli.app import app
     from tests.helpers import assert_one_line_error
 
     for name, value in env_for(gcs, tmp_path / "cache").items():
@@ -174,8 +174,8 @@ def test_bad_gs_locations_are_one_line_before_the_data_loads(gcs, tmp_path, monk
 
 
 def test_mirror_uploads_state_files_last_and_pulls_only_what_changed(gcs, tmp_path, monkeypatch):
-    from dlcli import remote
-    from dlcli.lazy import tf
+    from dlcli.core.lazy import tf
+    from dlcli.runs import remote
 
     for name, value in env_for(gcs, tmp_path / "cache").items():
         monkeypatch.setenv(name, value)

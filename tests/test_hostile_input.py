@@ -11,9 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from dlcli import registry, rundir
-from dlcli.cli import app
-from dlcli.errors import WriteError
+from dlcli.cli.app import app
+from dlcli.core.errors import WriteError
+from dlcli.runs import rundir
+from dlcli.training import registry
 
 runner = CliRunner()
 RECIPES = registry.recipe_names()
@@ -92,7 +93,7 @@ def tarball(path, members):
 
 
 def test_crafted_tarballs_never_write_outside_anything(tmp_path, monkeypatch):
-    from dlcli.sources import aclimdb
+    from dlcli.data.sources import aclimdb
 
     outside = tmp_path / "outside.txt"
     reviews = [(f"aclImdb/{s}/{l}/0_{i}.txt", "file", b"good film" if l == "pos" else b"bad film")
@@ -150,7 +151,7 @@ def test_permission_denied_is_one_clear_line_and_the_run_stays_resumable(tmp_pat
 def test_a_checkpoint_that_cannot_be_written_stops_with_the_last_good_one_named(tmp_path, monkeypatch):
     import tensorflow as tf
 
-    from dlcli import loop
+    from dlcli.training import loop
 
     cnn = registry.load("cnn")
     config = cnn.Config(dataset="digits", epochs=3, batch_size=64)
@@ -175,11 +176,11 @@ def test_a_checkpoint_that_cannot_be_written_stops_with_the_last_good_one_named(
 
 def test_labels_out_of_range_are_refused(monkeypatch):
     from dlcli import data
-    from dlcli.errors import DlcliError
+    from dlcli.core.errors import DlcliError
 
     images = np.zeros((5, 28, 28, 1), np.uint8)
     bad = ((images, np.array([0, 1, 2, 3, 12])), (images, np.arange(5)), [str(i) for i in range(10)])
-    from dlcli.sources import tfds
+    from dlcli.data.sources import tfds
 
     monkeypatch.setattr(tfds, "load_images", lambda name, data_dir: bad)
     with pytest.raises(DlcliError, match=r"train labels of tensorflow-datasets mnist must lie in 0..9; found 0..12"):

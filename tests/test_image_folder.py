@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from dlcli import data
-from dlcli.sources import image_folder
+from dlcli.data.sources import image_folder
+from dlcli.models import safe_model
 from recipes.cnn import Config
 from tests.helpers import invoke, ok_json, write_messy_images
 
@@ -97,9 +98,7 @@ def test_train_evaluate_predict_on_a_messy_folder(tmp_path):
     tests = sorted((root / "test").rglob("*.*"))
     rows = ok_json("predict", run, *tests)
     assert {row["class"] for row in rows} <= set(CLASSES)
-    from dlcli import predict
-
-    model = predict.load_keras(run / "model.keras")
+    model = safe_model.load_keras(run / "model.keras")
     decode = image_folder.decoder((12, 12, 3), "crop")
     batch = np.stack([decode(str(p)).numpy() for p in tests])
     assert [row["class"] for row in rows] == [CLASSES[i] for i in model.predict(batch, verbose=0).argmax(-1)]

@@ -7,34 +7,35 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dlcli import data, loop, registry
-from dlcli.errors import DlcliError
+from dlcli import data
+from dlcli.core.errors import DlcliError
+from dlcli.training import batches, loop, registry, steps
 
 cnn = registry.load("cnn")
 
 
 def test_batches_shuffle_by_seed_and_epoch_and_drop_the_remainder():
-    index, w = loop.batches(10, 4, shuffle_key=(1, 0, 0))
+    index, w = batches.batches(10, 4, shuffle_key=(1, 0, 0))
     assert index.shape == (2, 4) and np.all(w == 1)
-    again, _ = loop.batches(10, 4, shuffle_key=(1, 0, 0))
-    other, _ = loop.batches(10, 4, shuffle_key=(1, 1, 0))
+    again, _ = batches.batches(10, 4, shuffle_key=(1, 0, 0))
+    other, _ = batches.batches(10, 4, shuffle_key=(1, 1, 0))
     np.testing.assert_array_equal(index, again)
     assert not np.array_equal(index, other)
     assert len(set(index.ravel())) == 8
 
 
 def test_eval_batches_pad_with_zero_weight_so_every_example_counts_once():
-    index, w = loop.batches(10, 4, pad=True)
+    index, w = batches.batches(10, 4, pad=True)
     assert index.shape == (3, 4)
     assert w.sum() == 10 and list(w.ravel()[-2:]) == [0, 0]
     assert sorted(index.ravel()[w.ravel() == 1]) == list(range(10))
 
 
 def test_an_epoch_of_more_steps_than_one_pass_takes_several_shuffled_passes():
-    index, _ = loop.epoch_batches(10, 5, steps=5, seed=0, epoch=0)
+    index, _ = batches.epoch_batches(10, 5, steps=5, seed=0, epoch=0)
     assert index.shape == (5, 5)
     assert sorted(index[:2].ravel()) == list(range(10)) and sorted(index[2:4].ravel()) == list(range(10))
-    full, _ = loop.epoch_batches(10, 10, steps=3, seed=0, epoch=0)
+    full, _ = batches.epoch_batches(10, 10, steps=3, seed=0, epoch=0)
     assert full.shape == (3, 10)
 
 
@@ -46,9 +47,9 @@ def two_replicas():
 def test_each_global_step_sees_exactly_its_global_batch(make_strategy):
     strategy = make_strategy()
     x = np.arange(24) * 10
-    index, weight = loop.batches(24, 8, shuffle_key=(3, 0, 0))
+    index, weight = batches.batches(24, 8, shuffle_key=(3, 0, 0))
     seen = []
-    for per_replica in iter(loop.distribute(strategy, loop.host_tensors([x, x + 1]), (index, weight))):
+    for per_replica in iter(batches.distribute(strategy, batches.host_tensors([x, x + 1]), (index, weight))):
         xs, ys, ws = (np.concatenate([p.numpy() for p in strategy.experimental_local_results(t)]) for t in per_replica)
         assert np.all(ys == xs + 1) and np.all(ws == 1)
         seen.append(xs)
@@ -58,8 +59,8 @@ def test_each_global_step_sees_exactly_its_global_batch(make_strategy):
 def test_resuming_mid_epoch_starts_at_the_right_batch():
     strategy = tf.distribute.get_strategy()
     x = np.arange(24) * 10
-    batched = loop.batches(24, 4, shuffle_key=(0, 0, 0))
-    rest = [b[0].numpy() for b in loop.distribute(strategy, loop.host_tensors([x, x]), batched, start_step=4)]
+    batched = batches.batches(24, 4, shuffle_key=(0, 0, 0))
+    rest = [b[0].numpy() for b in batches.distribute(strategy, batches.host_tensors([x, x]), batched, start_step=4)]
     np.testing.assert_array_equal(np.stack(rest), x[batched[0][4:]])
 
 
@@ -129,7 +130,7 @@ def test_micro_batches_sum_an_embeddings_sparse_gradients():
         optimizer = keras.optimizers.Adam(0.1)
         optimizer.build(model.trainable_variables)
         per_example = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
-        train_step, _ = loop.replica_steps(model, per_example, [keras.metrics.Mean()], 8, optimizer, micro_batches=micro_batches)
+        train_step, _ = steps.replica_steps(model, per_example, [keras.metrics.Mean()], 8, optimizer, micro_batches=micro_batches)
         x = tf.constant(np.random.default_rng(1).integers(0, 20, (8, 5)), tf.int32)
         tf.function(train_step)(x, tf.constant([0, 1] * 4), tf.ones(8))
         return model.get_weights()

@@ -7,10 +7,10 @@ import keras
 import pytest
 import tensorflow as tf
 
-from dlcli import config as config_lib
-from dlcli import loop, registry
-from dlcli.errors import DlcliError
-from dlcli.sources import aclimdb
+from dlcli.core.errors import DlcliError
+from dlcli.data.sources import aclimdb
+from dlcli.models import config as config_lib
+from dlcli.training import batches, loop, registry
 
 
 def read_aclimdb(path):
@@ -98,7 +98,7 @@ def test_line_breaks_inside_reviews_do_not_break_the_saved_vocabulary(tmp_path):
 def test_reviews_are_vectorized_once_before_training_and_the_raw_splits_stay_raw():
     config = config_lib.resolve(lstm.Config, "lstm", toml_values={**lstm.QUICK, "validation_split": 0.0})
     splits = lstm.load_data(config)
-    inputs = loop.preprocessed(splits)
+    inputs = batches.preprocessed(splits)
     assert inputs.preprocess is None and inputs.train[0].shape == (len(splits.train[0]), config.sequence_length)
     assert inputs.train[0].dtype.kind == "i" and len(inputs.val[0]) == 0
     first = splits.preprocess(tf.constant([splits.train[0][0]])).numpy()[0]

@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 
-from dlcli import registry
+from dlcli.training import registry
 from tests.conftest import REPO
 
 if sys.version_info >= (3, 11):
@@ -43,7 +43,7 @@ def test_the_image_builds_on_a_tensorflow_release_that_pyproject_accepts():
 def test_the_image_runs_dlcli_with_volumes_for_runs_and_data_and_run_folders_in_runs():
     assert instructions("ENTRYPOINT") == ['["dlcli"]']
     # It starts as root only for dlcli to take on the owner of the mounted /runs
-    # (dlcli/container.py); the fallback user exists.
+    # (dlcli/runs/container.py); the fallback user exists.
     assert not instructions("USER") and "useradd --create-home --uid 1000 dlcli" in DOCKERFILE
     volumes = json.loads(instructions("VOLUME")[0])
     assert set(volumes) == {"/runs", "/data"}
@@ -68,7 +68,7 @@ def test_the_license_is_an_spdx_string_with_a_setuptools_that_reads_it():
 
 
 def test_the_default_run_folder_honours_dlcli_runs(monkeypatch, tmp_path):
-    from dlcli import rundir
+    from dlcli.runs import rundir
 
     monkeypatch.setenv("DLCLI_RUNS", str(tmp_path))
     monkeypatch.delenv("AIP_MODEL_DIR", raising=False)
@@ -120,7 +120,7 @@ def test_the_wheel_holds_every_recipe_and_the_console_script(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert all(f"recipes/{name}.py" in names for name in registry.recipe_names())
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
-    assert "dlcli = dlcli.cli:main" in entry_points
+    assert "dlcli = dlcli.cli.app:main" in entry_points
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from benchmarks.references import REFERENCES, check
-from dlcli.cli import app
+from dlcli.cli.app import app
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()

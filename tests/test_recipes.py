@@ -7,9 +7,9 @@ import math
 import pytest
 import tensorflow as tf
 
-from dlcli import config as config_lib
-from dlcli import loop, registry
-from dlcli.config import TrainConfig
+from dlcli.models import config as config_lib
+from dlcli.models.config import TrainConfig
+from dlcli.training import loop, registry
 
 NAMES = registry.recipe_names()
 

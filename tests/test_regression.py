@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dlcli import config as config_lib
-from dlcli import artifacts, loop, registry
-from dlcli.errors import DlcliError
-from dlcli.sources import auto_mpg
+from dlcli.core.errors import DlcliError
+from dlcli.data.sources import auto_mpg
+from dlcli.models import config as config_lib
+from dlcli.training import artifacts, loop, registry
 
 regression = registry.load("regression")
 
@@ -97,7 +97,7 @@ def test_a_csv_as_found_with_text_columns_and_blanks_trains_and_predicts_on_the_
 
     from typer.testing import CliRunner
 
-    from dlcli.cli import app
+    from dlcli.cli.app import app
 
     rng = np.random.default_rng(0)
     places = ["NEAR BAY", "INLAND", "ISLAND"]

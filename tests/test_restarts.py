@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from dlcli import rundir
+from dlcli.runs import rundir
 from tests.helpers import assert_one_line_error, invoke
 
 QUICK = ["--dataset", "digits", "--set", "steps_per_epoch=6", "--batch-size", "32", "--strategy", "default"]
@@ -137,7 +137,7 @@ def test_a_vertex_ai_job_restarted_after_sigterm_and_sigkill_ends_like_an_uninte
     assert list(checkpoints.glob("ckpt-*.index")) and list(logs.glob("events.out.tfevents.*"))
     assert json.loads((model / "config.json").read_text())["job_id"] == "8812345"
     assert (model / "model.keras").is_file() and (model / "variables").is_dir()
-    from dlcli.lazy import tf
+    from dlcli.core.lazy import tf
 
     served = tf.saved_model.load(str(model)).signatures["serve"]
     (outputs,) = served(tf.zeros([2, 28, 28, 1])).values()

@@ -4,9 +4,8 @@ import json
 import subprocess
 import sys
 
-
-from dlcli import rundir
-from dlcli.run import DataSpec, RunRecord
+from dlcli.runs import rundir
+from dlcli.runs.record import DataSpec, RunRecord
 from recipes import cnn, regression
 from tests.helpers import invoke
 
@@ -124,7 +123,7 @@ def test_runs_does_not_import_tensorflow(tmp_path):
     code = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
-        "from dlcli.cli import app\n"
+        "from dlcli.cli.app import app\n"
         f"result = CliRunner().invoke(app, ['runs', {str(tmp_path)!r}])\n"
         "assert result.exit_code == 0, result.output\n"
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TensorFlow was imported'\n"

@@ -1,4 +1,4 @@
-"""The speech recipe and dlcli/audio.py: WAV decoding, folder layouts, splits, predict, bad input."""
+"""The speech recipe and dlcli/data/audio.py: WAV decoding, folder layouts, splits, predict, bad input."""
 
 import json
 
@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dlcli import audio
-from dlcli import config as config_lib
-from dlcli.cli import app
-from dlcli.sources import tfds as tfds_source
-from dlcli.run import DataSpec, RunRecord
-from dlcli.errors import DlcliError
-from dlcli.sources import audio_folder
+from dlcli.cli.app import app
+from dlcli.core.errors import DlcliError
+from dlcli.data import audio
+from dlcli.data.sources import audio_folder
+from dlcli.data.sources import tfds as tfds_source
+from dlcli.models import config as config_lib
+from dlcli.models import safe_model
+from dlcli.runs.record import DataSpec, RunRecord
 from recipes import speech
 from tests.helpers import tone, write_wav
 
@@ -115,14 +116,15 @@ def test_class_folders_of_mixed_lengths_and_rates_train_and_predict_from_wav(tmp
 
 @pytest.mark.parametrize("unseen_speaker_settings", [{}, {"head": "time_pool", "warp": 0.2}])
 def test_synthetic_tones_are_learned(tmp_path, unseen_speaker_settings):
-    from dlcli import loop, predict
     import tensorflow as tf
+
+    from dlcli.training import loop
 
     config = config_lib.resolve(speech.Config, "speech", toml_values={**speech.QUICK, **unseen_speaker_settings})
     splits = speech.load_data(config)
     result = loop.fit(speech, config, splits, tf.distribute.get_strategy(), tmp_path)
     assert result.metrics["test"]["accuracy"] >= 0.9, result.metrics["test"]
-    saved = predict.load_keras(tmp_path / "model.keras")  # safe mode: built-in layers only
+    saved = safe_model.load_keras(tmp_path / "model.keras")  # safe mode: built-in layers only
     clips = splits.test[0][:4]
     assert np.allclose(saved.predict(clips, verbose=0), result.model.predict(clips, verbose=0), atol=1e-5)
 

@@ -5,9 +5,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from dlcli import strategy
-from dlcli.cli import app
-from dlcli.errors import DlcliError
+from dlcli.cli.app import app
+from dlcli.core import cluster
+from dlcli.core.errors import DlcliError
+from dlcli.training import strategy
 
 runner = CliRunner()
 TWO_WORKERS = {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}}
@@ -26,7 +27,7 @@ TWO_WORKERS = {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"
 def test_a_wrong_tf_config_is_one_clear_line(monkeypatch, raw, message):
     monkeypatch.setenv("TF_CONFIG", raw)
     with pytest.raises(DlcliError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        strategy.tf_config()
+        cluster.tf_config()
     result = runner.invoke(app, ["train", "cnn", "--dataset", "digits"])
     assert result.exit_code == 2 and result.stderr.count("\n") == 1 and message.split(":")[0] in result.stderr
 
@@ -63,7 +64,7 @@ def test_only_the_chief_writes(monkeypatch, spec, chief):
         monkeypatch.delenv("TF_CONFIG", raising=False)
     else:
         monkeypatch.setenv("TF_CONFIG", json.dumps(spec))
-    assert strategy.is_chief() is chief
+    assert cluster.is_chief() is chief
 
 
 def test_a_tpu_name_goes_to_the_tpu_cluster_resolver(monkeypatch):
@@ -98,7 +99,7 @@ def test_multi_worker_without_tf_config_is_refused(monkeypatch):
 
 
 def test_vertex_ai_model_dir_is_the_default_run_folder(monkeypatch, tmp_path):
-    from dlcli import rundir
+    from dlcli.runs import rundir
 
     monkeypatch.setenv("AIP_MODEL_DIR", str(tmp_path / "model"))
     assert rundir.resolve_run_dir(None, "cnn") == tmp_path / "model"
@@ -130,7 +131,8 @@ def test_bf16_flags_are_read_from_cpuinfo(tmp_path):
 )
 def test_auto_precision_is_bf16_only_where_it_was_measured_faster(monkeypatch, precision, recipe, flags, expected):
     import tensorflow as tf
-    from dlcli import registry
+
+    from dlcli.training import registry
 
     monkeypatch.setattr(strategy, "cpu_bf16_flags", lambda: flags)
     module = registry.load(recipe)

@@ -8,7 +8,7 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from dlcli.cli import app
+from dlcli.cli.app import app
 
 runner = CliRunner()
 QUICK = ["--dataset", "digits", "--set", "steps_per_epoch=4", "--batch-size", "32", "--strategy", "default"]
@@ -102,8 +102,8 @@ def test_train_log_leaves_out_colours_and_progress_bar_frames_a_terminal_shows(t
 
     from rich.console import Console
 
-    from dlcli import ui
-    from dlcli.commands.train import Reporter
+    from dlcli.cli.commands.train import Reporter
+    from dlcli.core import ui
 
     screen = io.StringIO()
     terminal = ui.LoggedConsole(Console(file=screen, force_terminal=True, color_system="truecolor", width=100))

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from dlcli import sources
+from dlcli.data import sources
 from recipes import lstm
 from tests.helpers import invoke, ok_json
 

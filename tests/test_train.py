@@ -8,7 +8,7 @@ import os
 import pytest
 from typer.testing import CliRunner
 
-from dlcli.cli import app
+from dlcli.cli.app import app
 from tests.helpers import assert_one_line_error, invoke
 
 runner = CliRunner()
@@ -70,7 +70,7 @@ def test_mirrored_on_two_cpus_matches_the_default_run(digits_run, dlcli_subproce
 def test_cnn_on_several_cores_trains_one_micro_batch_per_core(digits_run, dlcli_subprocess, tmp_path):
     """micro_batches=auto in a fresh process: one part of each batch per core, each op on one
     thread; the run records what it did, and keeps `auto` for a resume to decide again."""
-    from dlcli import strategy
+    from dlcli.training import strategy
 
     cores = strategy.cpu_cores()
     if cores < 2 or 128 % cores:
@@ -86,7 +86,7 @@ def test_cnn_on_several_cores_trains_one_micro_batch_per_core(digits_run, dlcli_
 
 
 def test_micro_batches_auto_only_where_it_was_measured(monkeypatch):
-    from dlcli import registry, strategy
+    from dlcli.training import registry, strategy
 
     cnn, lstm = registry.load("cnn"), registry.load("lstm")
     monkeypatch.setattr(strategy, "cpu_cores", lambda: 2)

@@ -6,10 +6,10 @@ import keras
 import tensorflow as tf
 from typer.testing import CliRunner
 
-from dlcli import config as config_lib
-from dlcli import loop, registry
-from dlcli.cli import app
-from dlcli.run import DataSpec, RunRecord
+from dlcli.cli.app import app
+from dlcli.models import config as config_lib
+from dlcli.runs.record import DataSpec, RunRecord
+from dlcli.training import loop, registry
 
 transformer = registry.load("transformer")
 runner = CliRunner()

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from dlcli import config as config_lib
-from dlcli import hypertune
-from dlcli.errors import DlcliError
+from dlcli.core.errors import DlcliError
+from dlcli.models import config as config_lib
+from dlcli.tuning import hypertune
 from recipes import cnn
 from tests.conftest import REPO
 from tests.helpers import assert_one_line_error, invoke
@@ -73,7 +73,7 @@ def test_tune_validation_does_not_import_tensorflow():
     code = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
-        "from dlcli.cli import app\n"
+        "from dlcli.cli.app import app\n"
         "for args in (['tune', '--help'], ['runs', '--help'], ['tune', 'cnn', '--space', 'dropout=0..2']):\n"
         "    CliRunner().invoke(app, args)\n"
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TensorFlow was imported'\n"
@@ -178,7 +178,7 @@ def test_vertex_style_arguments_are_refused_like_set():
 
 
 def test_best_toml_round_trips(tmp_path):
-    from dlcli import config as config_lib
+    from dlcli.models import config as config_lib
 
     values = {"learning_rate": 0.0012345678901234, "batch_size": 32, "arch": 'le"net', "augment": True, "dropout": 1e-05}
     hypertune.write_best_toml(tmp_path / "best.toml", values, "a comment\nover two lines")
@@ -186,7 +186,7 @@ def test_best_toml_round_trips(tmp_path):
 
 
 def test_objective_is_read_at_the_epoch_the_run_kept(tmp_path):
-    from dlcli import rundir
+    from dlcli.runs import rundir
 
     rundir.write_history(tmp_path / "history.csv", [{"epoch": e, "val_loss": v, "val_accuracy": 0.5} for e, v in ((1, 0.9), (2, 0.4), (3, 0.6))])
     assert hypertune.objective(tmp_path, "val_loss") == 0.6  # no metrics.json: the last epoch

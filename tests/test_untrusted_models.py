@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from typer.testing import CliRunner
 
-from dlcli.cli import app
+from dlcli.cli.app import app
 from tests.helpers import write_png
 
 

@@ -1,0 +1,2 @@
+"""Hyperparameter search: the search space and objective (`hypertune`), the Optuna study and
+its trials (`study`); `dlcli tune` only wires them to the command line."""
