@@ -90,11 +90,11 @@ def test_every_recipe_meets_the_contract_and_a_broken_one_is_named():
         registry.check_contract("fake", complete_recipe(after_training=lambda config: None))
 
 
-def test_readme_recipe_template_matches_the_contract():
-    """The README's "Adding a recipe" template names every required attribute and hook with the
+def test_docs_recipe_template_matches_the_contract():
+    """The architecture page's "Adding a recipe" template names every required attribute and hook with the
     Protocol's parameters, and each optional hook."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    template = readme.split("## Adding a recipe", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    page = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
+    template = page.split("## Adding a recipe", 1)[1].split("```python", 1)[1].split("```", 1)[0]
     for name in registry.REQUIRED_ATTRIBUTES:
         assert f"\n{name} = " in template or f"class {name}(" in template, name
     for name, params in {**registry.REQUIRED_HOOKS, **registry.OPTIONAL_HOOKS}.items():
