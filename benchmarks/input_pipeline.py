@@ -27,12 +27,7 @@ def measure(recipe, config, repeats):
 
     from dlcli.core.lazy import keras
     from dlcli.training import batches
-    from dlcli.training.steps import (
-        loss_and_metrics,
-        make_optimizer,
-        replica_steps,
-        step_functions,
-    )
+    from dlcli.training.steps import loss_and_metrics, make_optimizer, replica_steps, step_functions
 
     splits = recipe.load_data(config)
     started = time.perf_counter()

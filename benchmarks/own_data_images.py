@@ -27,13 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.startup_memory import (  # noqa: E402
-    DLCLI,
-    ENV,
-    REPO,
-    peak_memory_mib,
-    until_training_starts,
-)
+from benchmarks.startup_memory import DLCLI, ENV, REPO, peak_memory_mib, until_training_starts  # noqa: E402
 
 ROOT = Path(tempfile.gettempdir()) / "dlcli_own_images"
 

@@ -6,13 +6,7 @@ The split types and the loaders are named here too, as `data.Files`, `data.load_
 which is how recipes and the loop use them. Sources import `dlcli.data.splits` directly.
 """
 
-from dlcli.data.loading import (
-    IMAGE_DATASETS,
-    check_dataset,
-    load_digits,
-    load_images,
-    load_local,
-)
+from dlcli.data.loading import IMAGE_DATASETS, check_dataset, load_digits, load_images, load_local
 from dlcli.data.splits import (
     NOT_UTF8,
     Dataset,

@@ -7,15 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from dlcli.core.errors import DlcliError
-from dlcli.data.splits import (
-    Files,
-    Splits,
-    arrays,
-    holdout,
-    input_shape,
-    naming_undecodable_files,
-    targets,
-)
+from dlcli.data.splits import Files, Splits, arrays, holdout, input_shape, naming_undecodable_files, targets
 from dlcli.runs import remote
 
 IMAGE_DATASETS = {

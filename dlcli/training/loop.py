@@ -27,35 +27,11 @@ from dlcli.data import count
 from dlcli.models import config as config_lib
 from dlcli.models.layers import all_layers, is_recurrent
 from dlcli.runs import remote, rundir
-from dlcli.training.batches import (
-    MAX_EPOCH_EXAMPLES,
-    distribute,
-    epoch_batches,
-    examples,
-    preprocessed,
-)
-from dlcli.training.checkpoints import (
-    Checkpoints,
-    agree_on_checkpoint,
-    restore,
-    start_run_dir,
-)
-from dlcli.training.hooks import (
-    EarlyStopping,
-    TensorBoardLog,
-    best_in,
-    call_hooks,
-    check_monitor,
-    monitor_mode,
-)
+from dlcli.training.batches import MAX_EPOCH_EXAMPLES, distribute, epoch_batches, examples, preprocessed
+from dlcli.training.checkpoints import Checkpoints, agree_on_checkpoint, restore, start_run_dir
+from dlcli.training.hooks import EarlyStopping, TensorBoardLog, best_in, call_hooks, check_monitor, monitor_mode
 from dlcli.training.signals import Interrupted, StopSignals, stop_check
-from dlcli.training.steps import (
-    evaluate,
-    loss_and_metrics,
-    make_optimizer,
-    results,
-    step_functions,
-)
+from dlcli.training.steps import evaluate, loss_and_metrics, make_optimizer, results, step_functions
 
 
 @dataclass

@@ -15,12 +15,7 @@ import time
 from pathlib import Path
 
 from dlcli.core import ui
-from dlcli.core.errors import (
-    EXIT_BAD_INPUT,
-    EXIT_INTERRUPTED,
-    EXIT_PREEMPTED,
-    DlcliError,
-)
+from dlcli.core.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_PREEMPTED, DlcliError
 from dlcli.models import config as config_lib
 from dlcli.runs import rundir
 from dlcli.tuning import hypertune

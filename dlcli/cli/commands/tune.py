@@ -16,9 +16,7 @@ from rich.table import Table
 from dlcli import data
 from dlcli.cli import options
 from dlcli.core import ui
-from dlcli.core.errors import (
-    DlcliError,
-)
+from dlcli.core.errors import DlcliError
 from dlcli.models import config as config_lib
 from dlcli.runs import remote, rundir
 from dlcli.training import registry

@@ -18,17 +18,7 @@ source of that kind that detects it (a CSV of sentences is text for lstm, a tabl
 from pathlib import Path
 
 from dlcli.core.errors import DlcliError
-from dlcli.data.sources import (
-    aclimdb,
-    audio_folder,
-    auto_mpg,
-    csv_table,
-    file_list,
-    idx,
-    image_folder,
-    text_folder,
-    text_table,
-)
+from dlcli.data.sources import aclimdb, audio_folder, auto_mpg, csv_table, file_list, idx, image_folder, text_folder, text_table
 
 SOURCES = [idx, aclimdb, audio_folder, text_folder, image_folder, file_list, text_table, csv_table, auto_mpg]
 

@@ -21,14 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from dlcli.core.errors import DlcliError
-from dlcli.data.splits import (
-    NOT_UTF8,
-    Dataset,
-    Files,
-    printable,
-    stratified_split,
-    utf8_name,
-)
+from dlcli.data.splits import NOT_UTF8, Dataset, Files, printable, stratified_split, utf8_name
 
 NAME = "a folder of images in class subfolders (train/ val/ test/ optional, any combination)"
 KIND = "images"
