@@ -67,7 +67,8 @@ class Config(TrainConfig):
     layers: Annotated[int, Range(1, 64)] = 1  # stacked recurrent layers, full sequences and dropout between them
     text_column: str = ""  # own CSV/TSV/JSONL data: the column of texts ("" = found when unambiguous)
     label_column: str = ""  # ... and the column of labels
-    skip_bad: bool = False  # replace (and count) bytes that are not UTF-8 instead of stopping
+    encoding: str = "auto"  # own text files: auto (UTF-8, a BOM's, else detected per corpus) or a codec name such as cp1252
+    decode_errors: Literal["strict", "replace"] = "strict"  # replace: bytes the encoding cannot decode become U+FFFD, counted
 
 
 # ## Prepare the data: raw text in; the loop turns it into integer sequences once, with `preprocess`

@@ -61,7 +61,8 @@ class Config(TrainConfig):
     dropout: Annotated[float, FRACTION] = 0.3  # it overfits by epoch 2 otherwise (train 0.95, validation 0.89)
     text_column: str = ""  # own CSV/TSV/JSONL data: the column of texts ("" = found when unambiguous)
     label_column: str = ""  # ... and the column of labels
-    skip_bad: bool = False  # replace (and count) bytes that are not UTF-8 instead of stopping
+    encoding: str = "auto"  # own text files: auto (UTF-8, a BOM's, else detected per corpus) or a codec name such as cp1252
+    decode_errors: Literal["strict", "replace"] = "strict"  # replace: bytes the encoding cannot decode become U+FFFD, counted
 
     def validate(self):
         super().validate()

@@ -117,8 +117,10 @@ def test_ambiguous_columns_and_bad_bytes_are_one_line_errors(tmp_path):
     lines = ["message\ttopic"] + [f"{r['message']}\t{r['topic']}" for r in messages(2, 10)]
     lines[7] = "caf\xe9 au lait is nice really\tfood"
     bad.write_bytes("\n".join(lines).encode("latin-1"))
-    result = invoke("train", "lstm", "--data", bad, *QUICK)
+    result = invoke("train", "lstm", "--data", bad, "--set", "encoding=utf-8", *QUICK)  # forced: the byte is the error
     assert result.exit_code == 2 and result.stderr.count("\n") == 1
-    assert "latin1.tsv, line 8: byte 0xe9 is not UTF-8" in result.stderr
-    splits = lstm.load_data(lstm.Config(data=str(bad), skip_bad=True, sequence_length=8))
-    assert "1 lines with bytes that are not UTF-8 (replaced)" in splits.source
+    assert "latin1.tsv, line 8: byte 0xe9 cannot be read as utf-8; name the file's encoding with --set encoding=NAME" in result.stderr
+    splits = lstm.load_data(lstm.Config(data=str(bad), encoding="utf-8", decode_errors="replace", sequence_length=8))
+    assert "1 lines with bytes that are not utf-8 (replaced)" in splits.source
+    splits = lstm.load_data(lstm.Config(data=str(bad), sequence_length=8))  # encoding=auto: detected, read whole
+    assert "read as " in splits.source and not any("\ufffd" in t for t in [*splits.train[0], *splits.test[0]])

@@ -107,7 +107,7 @@ def metrics(config):
 
 
 def read_texts(record, inputs):
-    texts = [one_line(Path(x).read_text(encoding="utf-8", errors="replace") if Path(x).is_file() else x) for x in inputs]
+    texts = [one_line(read_text_file(x) if Path(x).is_file() else x) for x in inputs]
     return np.array(texts, object), [x if len(x) <= 40 else x[:37] + "..." for x in inputs]
 
 
@@ -124,3 +124,11 @@ def describe_classes(record, outputs, names, context):
             "top_k": [{"class": classes[i], "probability": round(float(p[i]), 4)} for i in order],
         })
     return rows
+
+
+def read_text_file(path):
+    """A text file given to predict, in whatever encoding `encodings` recognises (undecodable
+    bytes replaced: a prediction needs the text, not a refusal)."""
+    from dlcli.data import encodings
+
+    return encodings.decode(Path(path).read_bytes(), path, "auto", "replace")[0]

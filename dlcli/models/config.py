@@ -110,6 +110,10 @@ class TrainConfig:
             value = getattr(self, key)
             if value is not None and not allowed.allows(value):
                 raise DlcliError(f"{key} must be {allowed}. Received: {key}={value}")
+        if getattr(self, "encoding", "auto") != "auto":  # the text recipes': a codec name, checked before any file is read
+            from dlcli.data import encodings
+
+            encodings.check_name(self.encoding)
         if self.epochs * max(self.steps_per_epoch, 1) > MAX_STEPS:
             raise DlcliError(f"epochs x steps_per_epoch must stay below {MAX_STEPS}. Received: epochs={self.epochs}")
 
@@ -219,6 +223,18 @@ def parse_sets(pairs):
     return out
 
 
+# Keys that were renamed: a run recorded before (its config.json), or a habit, still reads.
+# skip_bad meant "decode with replacement" for the text recipes: now decode_errors=replace.
+RENAMED = {"skip_bad": ("decode_errors", lambda value: "replace" if str(value).lower() in ("true", "1", "yes") else "strict")}
+
+
+def renamed(key, value, hints):
+    if key in RENAMED and key not in hints and RENAMED[key][0] in hints:
+        new_key, convert = RENAMED[key]
+        return new_key, convert(value)
+    return key, value
+
+
 def resolve(config_cls, recipe, *, toml_values=None, sets=None, flags=None, dataset_defaults=None):
     """Builds a config: defaults, then the dataset's defaults, then TOML values, then --set
     pairs, then non-None flags.
@@ -230,6 +246,7 @@ def resolve(config_cls, recipe, *, toml_values=None, sets=None, flags=None, data
     values = {}
     for layer in (toml_values or {}, sets or {}, {k: v for k, v in (flags or {}).items() if v is not None}):
         for key, value in layer.items():
+            key, value = renamed(key, value, hints)
             if key not in hints:
                 raise _unknown_key(key, hints, recipe)
             values[key] = coerce(key, value, hints[key])
@@ -242,9 +259,11 @@ def resolve(config_cls, recipe, *, toml_values=None, sets=None, flags=None, data
 
 
 def dataset_name(config):
-    """The dataset a config trains on: its `dataset`, or what its `data` path holds (None if unknown)."""
+    """The dataset a config trains on: its `dataset`, or what its `data` path holds: an IDX folder
+    of MNIST or Fashion-MNIST by its labels, "photos" for a folder of colour photos, "spoken_digit"
+    for FSDD's clips and "recordings" for class folders of clips (None if unknown)."""
     if config.data is None:
         return config.dataset
-    from dlcli.data.sources import idx  # numpy only; TensorFlow stays unloaded
+    from dlcli.data.sources import audio_folder, idx, image_folder  # numpy and Pillow only; TensorFlow stays unloaded
 
-    return idx.recognise(config.data)
+    return idx.recognise(config.data) or image_folder.recognise(config.data) or audio_folder.recognise(config.data)

@@ -59,6 +59,8 @@ class State:
     early_stopping: object = None  # an EarlyStopping when config.early_stopping > 0
     history: list = field(default_factory=list)
     train_seconds: float = 0.0
+    make_steps: object = None  # () -> (train_steps, eval_steps), traced anew
+    phase: str | None = None  # the recipe's training phase (`training_phase`), when it has phases
 
 
 @dataclass
@@ -124,9 +126,11 @@ def build(recipe, config, splits, strategy, the_plan, report):
         report("notice", message="XLA (--jit) cannot compile the fused cuDNN LSTM/GRU kernel; this model trains without XLA.")
         jit = False
     check_monitor(recipe, config, [m.name for m in metrics], bool(count(splits.val)))
-    train_steps, eval_steps = step_functions(
-        strategy, model, loss_fn, metrics, the_plan.global_batch, optimizer, jit, config.micro_batches or 1
-    )
+
+    def make_steps():  # traced again when a recipe's training phase changes what trains
+        return step_functions(strategy, model, loss_fn, metrics, the_plan.global_batch, optimizer, jit, config.micro_batches or 1)
+
+    train_steps, eval_steps = make_steps()
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
     step = tf.Variable(0, dtype=tf.int64, trainable=False)
     early_stopping = None
@@ -143,7 +147,20 @@ def build(recipe, config, splits, strategy, the_plan, report):
         # The best weights and the patience counter: a resumed run stops where the whole one would.
         **({"early_stopping": early_stopping.trackable} if early_stopping else {}),
     )
-    return State(model, optimizer, metrics, train_steps, eval_steps, epoch, step, checkpoint, early_stopping)
+    return State(model, optimizer, metrics, train_steps, eval_steps, epoch, step, checkpoint, early_stopping, make_steps=make_steps)
+
+
+def enter_phase(recipe, state, config, epoch, report):
+    """Lets a recipe with phases (a frozen backbone, then fine-tuning) set what trains this epoch;
+    the steps are traced again when the phase changes, since they captured the trainable weights."""
+    if not hasattr(recipe, "training_phase"):
+        return
+    phase = recipe.training_phase(config, state.model, state.optimizer, epoch)
+    if phase != state.phase:
+        if state.phase is not None or epoch > 0:
+            report("notice", message=f"epoch {epoch + 1}: {phase} ({len(state.model.trainable_variables)} trainable weights)")
+        state.train_steps, state.eval_steps = state.make_steps()
+        state.phase = phase
 
 
 def train_epoch(run, state, train_source, n_train, epoch, stop_requested, interrupted):
@@ -309,6 +326,7 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
         # A run that early stopping ended stays ended, even when resumed with more --epochs.
         first_epoch = config.epochs if state.early_stopping and state.early_stopping.stopped else int(state.epoch.numpy())
         for epoch in range(first_epoch, config.epochs):
+            enter_phase(recipe, state, config, epoch, report)
             row, seconds = train_epoch(run, state, train_source, count(splits.train), epoch, stop_requested, interrupted)
             if end_epoch(run, state, row, seconds, inputs.val):
                 if state.early_stopping and state.early_stopping.stopped and epoch + 1 < config.epochs:

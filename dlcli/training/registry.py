@@ -57,7 +57,8 @@ class OptionalHooks(Protocol):
     mixed_bfloat16 was measured faster on CPUs that run bf16 natively (`precision = "auto"`
     then picks it there: strategy.resolve_precision); and `CPU_MICRO_BATCHES = True` where one
     micro-batch per core, one thread per op, was measured faster on multi-core CPUs
-    (`micro_batches = 0` then picks it there: strategy.micro_batches)."""
+    (`micro_batches = 0` then picks it there: strategy.micro_batches). Either flag may be a
+    function of the config instead, where only some of a recipe's models were measured."""
 
     def optimizer(self, config, learning_rate):
         """-> a Keras optimizer, when Adam is not the right default"""
@@ -65,6 +66,11 @@ class OptionalHooks(Protocol):
     def after_training(self, config, splits, model, run_dir):
         """-> dict of baselines and facts, merged into metrics.json as "report" (a "pictures"
         list names the PNG files it wrote); `model` is the saved, raw-input model"""
+
+    def training_phase(self, config, model, optimizer, epoch):
+        """-> the phase's name for this epoch (e.g. "head", "fine-tune"), after setting which
+        layers train and the learning rate; called before every epoch, a resumed one included,
+        so it must follow from `epoch` alone. The loop retraces its steps when the name changes."""
 
     def inference_model(self, model, splits):
         """-> the model to save, taking raw inputs, when `splits.preprocess` preprocesses them"""

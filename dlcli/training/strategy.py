@@ -100,7 +100,7 @@ def micro_batches(config, recipe, name, cpu_devices=None, tpu=None):
         name in ("auto", "default", "one-device") and not cpu_devices and not tpu and not os.environ.get("TPU_NAME")
         and not tf_config() and not tf.config.list_physical_devices("GPU")  # physical: does not start the runtime
     )
-    if not getattr(recipe, "CPU_MICRO_BATCHES", False) or cores < 2 or not alone or not config.batch_size or config.batch_size % cores:
+    if not recipe_flag(recipe, "CPU_MICRO_BATCHES", config) or cores < 2 or not alone or not config.batch_size or config.batch_size % cores:
         return 1
     try:
         tf.config.threading.set_intra_op_parallelism_threads(1)
@@ -108,6 +108,13 @@ def micro_batches(config, recipe, name, cpu_devices=None, tpu=None):
     except RuntimeError:  # the runtime has started: the threads are what they are
         return 1
     return cores
+
+
+def recipe_flag(recipe, name, config):
+    """A recipe's `BF16_CPU` or `CPU_MICRO_BATCHES`: True, or a function of the config where only
+    some of its models were measured faster (cnn: its MNIST networks, not the photo network)."""
+    value = getattr(recipe, name, False)
+    return bool(value(config) if callable(value) else value)
 
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # what oneDNN needs to run bf16 natively on x86
@@ -136,7 +143,7 @@ def resolve_precision(config, recipe, strategy):
     """
     if config.precision != "auto":
         return config.precision, None
-    if not getattr(recipe, "BF16_CPU", False) or tf.config.list_logical_devices("GPU") or isinstance(strategy, tf.distribute.TPUStrategy):
+    if not recipe_flag(recipe, "BF16_CPU", config) or tf.config.list_logical_devices("GPU") or isinstance(strategy, tf.distribute.TPUStrategy):
         return "float32", None
     flags = cpu_bf16_flags()
     if not flags:

@@ -19,6 +19,17 @@ def detect(path):
     return audio.is_audio_folder(Path(path))
 
 
+def recognise(path):
+    """"spoken_digit" for an FSDD folder (the same clips as tensorflow-datasets' spoken_digit),
+    "recordings" for class folders of clips (a user's own voices), else None."""
+    try:
+        if not detect(path):
+            return None
+        return "spoken_digit" if audio.layout(Path(path)) == "fsdd" else "recordings"
+    except (DlcliError, OSError):
+        return None
+
+
 def describe(path):
     return audio.describe(Path(path))
 

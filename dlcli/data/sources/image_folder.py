@@ -274,6 +274,26 @@ def parse_size(text):
     return (parts[0], parts[-1])
 
 
+PHOTO_SIDE = 48  # colour pictures whose default size has a shorter side of at least this are photos
+
+
+def recognise(path):
+    """"photos" for a folder of colour pictures of photo size (their default input shape, from
+    the headers of a sample), else None; unreadable folders are left for `load` to report."""
+    try:
+        if not detect(path):
+            return None
+        folders = layout(Path(path))
+        paths = list_split(folders["train" if "train" in folders else "all"])[0]  # listed, not checked: a cheap look
+        sizes, modes, _ = sample_headers(paths[:: max(1, len(paths) // 100)], skip_bad=True)
+        if not sizes:  # no pictures: text or audio class folders
+            return None
+        height, width, channels = choose_shape(sizes, modes)
+    except (DlcliError, OSError, ValueError):
+        return None
+    return "photos" if channels == 3 and min(height, width) >= PHOTO_SIDE else None
+
+
 def describe(path):
     splits, names, skipped = scan(Path(path), skip_bad=True)
     every = np.concatenate([p for p, _ in splits.values()])

@@ -4,8 +4,8 @@ texts and the one column of few values), or named with `--set text_column=... la
 A CSV is read as text when one of its columns holds sentences; other CSVs are tables.
 
 The test set is a fixed, stratified 20% of the rows (seed 0); rows with an empty text or label
-are skipped and counted; bytes that are not UTF-8 stop the read with the line number (or, with
-`--set skip_bad=true`, are replaced and counted).
+are skipped and counted. The file may be in any encoding `dlcli.data.encodings` reads (UTF-8,
+UTF-16 with a BOM, Windows-1252, ...: `encoding=auto`), or the one `encoding` names.
 """
 
 import csv
@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from dlcli.core.errors import DlcliError
+from dlcli.data import encodings
 from dlcli.data.splits import Dataset, stratified_split
 
 NAME = "a CSV/TSV/JSON Lines file of texts and labels (text_column, label_column)"
@@ -39,26 +40,22 @@ def detect(path):
     if suffix != ".csv":
         return False
     try:
-        header, rows = parse(path, text=path.open(encoding="utf-8", errors="replace").read(65536), partial=True)
+        header, rows = parse(path, text=encodings.decode(path.read_bytes()[:65536], path, "auto", "replace")[0], partial=True)
     except DlcliError:
         return False
     return bool(text_columns(header, rows)) or any(h.lower() in TEXT_NAMES for h in header)
 
 
-def decode(path, skip_bad=False):
-    """The file's text; bytes that are not UTF-8 are an error naming the line."""
-    raw = Path(path).read_bytes()
-    try:
-        return raw.decode("utf-8-sig"), 0
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        if not skip_bad:
-            raise DlcliError(
-                f"{path}, line {line}: byte 0x{raw[e.start]:02x} is not UTF-8; save the file as UTF-8, "
-                "or replace such bytes with --set skip_bad=true."
-            ) from None
-        text = raw.decode("utf-8-sig", "replace")
-        return text, sum("\ufffd" in line for line in text.splitlines())
+def decode(path, encoding="auto", errors="strict"):
+    """(text, encoding used, lines with replaced bytes) of the file: see dlcli.data.encodings."""
+    return encodings.decode(Path(path).read_bytes(), path, encoding, errors)
+
+
+def decoding(config):
+    """The config's (encoding, decode_errors): how its text files are decoded."""
+    encoding = getattr(config, "encoding", "auto") or "auto"
+    encodings.check_name(encoding)
+    return encoding, getattr(config, "decode_errors", "strict")
 
 
 def parse(path, text, partial=False):
@@ -145,8 +142,7 @@ def pick(header, names, candidates, exclude=None):
 
 
 def read(path, config):
-    skip_bad = bool(getattr(config, "skip_bad", False))
-    content, replaced = decode(path, skip_bad)
+    content, used, replaced = decode(path, *decoding(config))
     header, rows = parse(path, content)
     text, label = choose(path, header, rows, config)
     kept = [(row.get(text, ""), row.get(label, "")) for row in rows]
@@ -154,7 +150,10 @@ def read(path, config):
     kept = [(t, y) for t, y in kept if t and y]
     if not kept:
         raise DlcliError(f"{path}: no row has both a text (column '{text}') and a label (column '{label}'); nothing to learn from.")
-    return text, label, kept, {"rows with an empty text or label (skipped)": blank, "lines with bytes that are not UTF-8 (replaced)": replaced}
+    notes = {"rows with an empty text or label (skipped)": blank, f"lines with bytes that are not {used} (replaced)": replaced}
+    if used not in ("utf-8", "utf_8"):
+        notes[f"read as {used}"] = "file"
+    return text, label, kept, notes
 
 
 def label_names(labels):
@@ -185,13 +184,13 @@ def to_dataset(path, pairs, notes, test_pairs=None, what="texts"):
     test = arrays(test_pairs) if test_pairs is not None else None
     if test is None:
         train, test = stratified_split(train, 0.2, seed=0)
-    said = "; ".join(f"{n} {why}" for why, n in notes.items() if n)
+    said = "; ".join(why if n == "file" else f"{n} {why}" for why, n in notes.items() if n)
     return Dataset(train=train, test=test, class_names=names, description=f"{what} in {path}" + (f"; {said}" if said else ""))
 
 
 def describe(path):
     text, label, pairs, notes = read(Path(path), _Loose())
-    header, _ = parse(path, decode(path, True)[0])
+    header, _ = parse(path, decode(path, errors="replace")[0])
     counts = Counter(y for _, y in pairs)
     return {
         "columns": header,
@@ -200,12 +199,13 @@ def describe(path):
         "classes": label_names(list(counts)),
         "splits": {"all (test: a stratified 20%)": {"examples": len(pairs), "per_class": {n: counts[n] for n in label_names(list(counts))}}},
         "mean_words": round(float(np.mean([len(t.split()) for t, _ in pairs])) if pairs else 0, 1),
-        **({"skipped": {k: v for k, v in notes.items() if v}} if any(notes.values()) else {}),
+        "encoding": next((k.removeprefix("read as ") for k in notes if k.startswith("read as ")), "utf-8"),
+        **({"skipped": {k: v for k, v in notes.items() if v and not k.startswith("read as ")}} if any(notes.values()) else {}),
     }
 
 
 class _Loose:
-    skip_bad = True
+    encoding, decode_errors = "auto", "replace"
     text_column = label_column = ""
 
 
