@@ -49,11 +49,11 @@ MODERNISES = [
 QUICK = {"dataset": "digits", "epochs": 2}  # a fast offline run, for tests and smoke checks
 # Applied before --config/--set/flags for `--dataset NAME` or a recognised `--data` folder:
 # Fashion-MNIST needs more epochs than MNIST (5 epochs end near 0.90, 15 reach 0.918). A folder
-# of colour photos ("photos": data.loading.dataset_name) gets the photo network, augmentation,
+# of colour photos ("photos": dlcli.models.config.dataset_name) gets the photo network, augmentation,
 # and a rate, batch and epoch count for a few hundred to a few hundred thousand pictures.
 DATASET_DEFAULTS = {
     "fashion_mnist": {"epochs": 15},
-    "photos": {"arch": "photo", "augment": True, "epochs": 30, "batch_size": 32, "learning_rate": 1e-3, "dropout": 0.5},
+    "photos": {"arch": "photo", "augment": True, "epochs": 60, "batch_size": 32, "learning_rate": 1e-3, "dropout": 0.5},
 }
 PHOTO_ARCHS = ("photo",)
 
@@ -100,6 +100,11 @@ class Config(ImageConfig):
                     f"Received: fine_tune_epochs={self.fine_tune_epochs}"
                 )
         super().validate()
+
+    def check_files(self):
+        """Before training loads anything: a weights file must be there and of a kind Keras reads."""
+        if self.backbone and self.weights not in ("imagenet", "none"):
+            backbones.check_path(self.weights, self.backbone)
 
 
 
@@ -219,6 +224,6 @@ def training_phase(config, model, optimizer, epoch):
     if not config.backbone:
         return None
     fine_tune = epoch >= fine_tune_start(config)
-    backbones.set_phase(model.get_layer(backbones.layer_name(config.backbone)), fine_tune, config.fine_tune_layers)
+    backbones.set_phase(backbones.backbone_of(model), fine_tune, config.fine_tune_layers)
     optimizer.learning_rate = config.fine_tune_lr if fine_tune else config.learning_rate
     return "fine-tune" if fine_tune else "head"

@@ -45,10 +45,14 @@ def backbone_weights(run_dir, name):
     from dlcli.models.safe_model import load_keras
 
     model = load_keras(Path(run_dir) / "model.keras")
-    return model, model.get_layer(backbones.layer_name(name))
+    return model, backbones.backbone_of(model)
 
 
-@pytest.mark.parametrize("name", list(backbones.BACKBONES))
+# mobilenet_v3_small in the default run; the three larger networks with `pytest -m slow` (minutes each on two cores)
+EVERY_BACKBONE = [pytest.param(name, marks=() if name == "mobilenet_v3_small" else pytest.mark.slow) for name in backbones.BACKBONES]
+
+
+@pytest.mark.parametrize("name", EVERY_BACKBONE)
 def test_each_backbone_trains_in_two_phases_from_a_weights_file_and_predicts(tmp_path, name):
     import keras
 
@@ -83,6 +87,7 @@ def test_each_backbone_trains_in_two_phases_from_a_weights_file_and_predicts(tmp
     assert row["probability"] == pytest.approx(float(expected.max()), abs=2e-4)
 
 
+@pytest.mark.slow  # five exports and five predicts: minutes on two cores
 def test_a_backbone_run_exports_to_every_format_and_each_export_predicts(tmp_path):
     weights = weights_file(tmp_path, "mobilenet_v3_small")
     run = tmp_path / "run"
@@ -163,3 +168,48 @@ def test_weights_imagenet_offline_is_one_line(tmp_path):
     assert "weights=imagenet: Keras could not download weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5" in errors[0]
     assert str(tmp_path / "keras" / "models" / "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5") in errors[0]
     assert not (tmp_path / "run").exists()
+
+
+# ## Hostile weights files, through the real binary: one error line, exit 2, nothing damaged
+
+
+def hostile_weights(tmp_path):
+    """{case: (weights path, whether it is refused before TensorFlow loads)}."""
+    real = weights_file(tmp_path, "mobilenet_v3_small")
+    other = weights_file(tmp_path, "efficientnet_v2_b0")
+    truncated = tmp_path / "truncated.weights.h5"
+    truncated.write_bytes(real.read_bytes()[: real.stat().st_size // 2])
+    text = tmp_path / "notes.weights.h5"
+    text.write_text("these are not weights\n")
+    sparse = tmp_path / "huge.weights.h5"
+    with sparse.open("wb") as f:  # 10 GB declared, nothing on disk: refused by its size, never read
+        f.truncate(10 * 2**30)
+    folder = tmp_path / "folder.weights.h5"
+    folder.mkdir()
+    binary = tmp_path / "weights.bin"
+    binary.write_bytes(real.read_bytes())
+    empty = tmp_path / "empty.keras"
+    empty.write_bytes(b"")
+    return {
+        "missing": (tmp_path / "nope.weights.h5", True), "a folder": (folder, True), "another extension": (binary, True),
+        "text named .weights.h5": (text, False), "truncated HDF5": (truncated, False), "another backbone's": (other, False),
+        "a sparse 10 GB file": (sparse, False), "an empty .keras": (empty, False),
+    }
+
+
+def test_hostile_weights_files_are_one_line_and_leave_the_run_as_it_was(tmp_path):
+    cases = hostile_weights(tmp_path)
+    run = tmp_path / "run"
+    code, _, err = dlcli("train", "cnn", "--dataset", "digits", "--epochs", 1, "--set", "steps_per_epoch=1", "-o", run)
+    assert code == 0, err[-2000:]
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    for case, (path, early) in cases.items():
+        started = time.monotonic()
+        code, out, err = dlcli("train", "cnn", *QUICK, "--set", "backbone=mobilenet_v3_small", "--set", f"weights={path}",
+                               "--set", "steps_per_epoch=1", "--epochs", 2, "-o", run, "--overwrite", timeout=300)
+        lines = err.strip().splitlines()
+        assert code == 2, f"{case}: exit {code}: {err[-1500:]}"
+        assert "Traceback" not in err and [line.startswith("error: ") for line in lines].count(True) == 1, f"{case}: {err[-1500:]}"
+        assert len(lines) == 1 and lines[0].startswith("error: "), f"{case}: {err[-1500:]}"
+        assert time.monotonic() - started < 120, case
+        assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before, f"{case} changed the run"

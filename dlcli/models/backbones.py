@@ -37,11 +37,11 @@ BACKBONES = {
     "resnet50_v2": Backbone("ResNet50V2", 224, False),
 }
 MIN_SIDE = 32  # the smallest input keras.applications accepts for these networks
-LAYER_PREFIX = "backbone_"  # the backbone's layer name in a model: backbone_<name>
 
 
-def layer_name(name):
-    return LAYER_PREFIX + name
+def backbone_of(model):
+    """The backbone inside a model: its one layer that is a model itself."""
+    return next(layer for layer in model.layers if isinstance(layer, keras.Model))
 
 
 def build(name, input_shape, weights):
@@ -51,7 +51,8 @@ def build(name, input_shape, weights):
     height, width, channels = input_shape
     if channels != 3 or min(height, width) < MIN_SIDE:
         raise DlcliError(f"backbone {name} needs colour inputs of at least {MIN_SIDE}x{MIN_SIDE}. Received: {height}x{width}x{channels}")
-    kwargs = {"input_shape": (height, width, 3), "include_top": False, "pooling": "avg", "name": layer_name(name)}
+    # Keras' own name is kept: EfficientNetV2 looks its blocks up by it.
+    kwargs = {"input_shape": (height, width, 3), "include_top": False, "pooling": "avg"}
     if spec.own_preprocessing:
         kwargs["include_preprocessing"] = True
     constructor = getattr(keras.applications, spec.constructor)
@@ -84,11 +85,19 @@ def imagenet(name, constructor, kwargs):
         ) from None
 
 
-def load_file(model, name, path):
-    """Loads a local `.weights.h5` of this backbone, or the backbone inside a `.keras` model."""
+def check_path(path, name):
+    """A weights file that is there and named as Keras reads it (checked before training starts)."""
     path = Path(path)
     if not path.is_file():
         raise DlcliError(f"weights file not found: {path}. Pass imagenet, none, or a .weights.h5 or .keras file of {name}.")
+    if not path.name.endswith((".h5", ".keras")):
+        raise DlcliError(f"weights must be imagenet, none, a .weights.h5 or a .keras file. Received: weights={path}")
+
+
+def load_file(model, name, path):
+    """Loads a local `.weights.h5` of this backbone, or the backbone inside a `.keras` model."""
+    path = Path(path)
+    check_path(path, name)
     expected = sum(int(np.prod(w.shape)) for w in model.weights) * 4
     if path.stat().st_size > 2 * expected + (16 << 20):  # float32 weights plus a container's overhead
         raise DlcliError(
@@ -97,8 +106,6 @@ def load_file(model, name, path):
         )
     if path.name.endswith(".keras"):
         return copy_from_model(model, name, path)
-    if not path.name.endswith(".h5"):
-        raise DlcliError(f"weights must be imagenet, none, a .weights.h5 or a .keras file. Received: weights={path}")
     try:
         model.load_weights(str(path))
     except Exception as e:  # a truncated HDF5, another network's layers, a wrong shape
@@ -112,9 +119,7 @@ def copy_from_model(model, name, path):
 
     saved = load_keras(path)
     candidates = [saved] + [layer for layer in getattr(saved, "layers", []) if isinstance(layer, keras.Model)]
-    found = next((m for m in candidates if m.name in (layer_name(name), model.name)), None)
-    if found is None:
-        found = next((m for m in candidates if [w.shape for w in m.weights] == [w.shape for w in model.weights]), None)
+    found = next((m for m in candidates if m.name == model.name and len(m.weights) == len(model.weights)), None)
     if found is None:
         raise DlcliError(f"{path} holds no {name} backbone (its models: {', '.join(m.name for m in candidates)}).")
     try:

@@ -5,6 +5,7 @@ for local formats and `dlcli.data.sources.tfds` for named downloads; no recipe i
 """
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Annotated
 
 import typer
@@ -15,6 +16,7 @@ from dlcli.core import ui
 from dlcli.core.errors import DlcliError
 from dlcli.data import sources
 from dlcli.data.sources import tfds
+from dlcli.models import config as config_lib
 from dlcli.training import registry
 
 app = typer.Typer(help="See, fetch and inspect datasets.", no_args_is_help=True)
@@ -81,6 +83,16 @@ def download_command(
     ui.console.print(f"{name} prepared in {builder.data_dir}: " + ", ".join(f"{k} {v}" for k, v in splits.items()))
 
 
+def training_defaults(path, readers):
+    """What training would pick for this data: the dataset it is recognised as, and each recipe's
+    per-dataset defaults for it (cnn's photo network for a folder of colour photos, ...)."""
+    name = config_lib.dataset_name(SimpleNamespace(data=str(path), dataset=""))
+    if not name:
+        return {}
+    picked = {recipe: defaults[name] for recipe in readers if name in (defaults := getattr(registry.load(recipe), "DATASET_DEFAULTS", {}))}
+    return {"recognised_as": name, **({"training_defaults": picked} if picked else {})}
+
+
 @app.command("info")
 def info_command(
     path: Annotated[Path, typer.Argument(help="A local dataset: " + "; ".join(s.NAME for s in sources.SOURCES) + ".")],
@@ -92,6 +104,7 @@ def info_command(
     source = sources.find(path)
     readers = [name for name in registry.recipe_names() if source.KIND in registry.load(name).DATA_KINDS]
     facts = {"format": source.NAME, "read_by": readers, **source.describe(path)}
+    facts.update(training_defaults(path, readers))
     if as_json:
         ui.print_json(facts)
         return

@@ -127,6 +127,8 @@ def train_command(
         ctx.call_on_close(rundir.RunLock(run_dir).release)
         ctx.call_on_close(remote.push_on_close(run_dir))  # a gs:// run: the last upload, also after a failure
     data.check_dataset(config, module.DATASETS, recipe)
+    if hasattr(config, "check_files"):  # files the config names besides the data (cnn's backbone weights)
+        config.check_files()
     if start is not None:
         out.print(start.message)
 
