@@ -107,7 +107,6 @@ class Config(ImageConfig):
             backbones.check_path(self.weights, self.backbone)
 
 
-
 # ## Build the model
 
 
