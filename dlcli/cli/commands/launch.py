@@ -1,8 +1,9 @@
 """`dlcli launch --workers N -- train ...`: a multi-worker cluster of local processes.
 
-Each worker is the same `dlcli` command with its own TF_CONFIG on a loopback port, as a
-cluster manager (Vertex AI, GKE, Kubeflow's TFJob) would start it once per host. Output is
-streamed with a worker prefix; if one worker fails, the others are stopped.
+Each worker (and, with --evaluator, an evaluator task) is the same `dlcli` command with its own
+TF_CONFIG on a loopback port, as a cluster manager (Vertex AI, GKE, Kubeflow's TFJob) would start
+it once per host. Output is streamed with a worker prefix; if one worker fails, the others are
+stopped. `--ray` starts the workers on a Ray cluster instead (dlcli/launchers/ray.py).
 """
 
 import json
@@ -47,6 +48,9 @@ def worker_command(args):
 def launch_command(
     command: Annotated[list[str], typer.Argument(help="The dlcli command every worker runs, after --.")],
     workers: Annotated[int, typer.Option(help="Number of worker processes.")] = 2,
+    evaluator: Annotated[
+        bool, typer.Option("--evaluator", help="Also start an evaluator task: it evaluates each checkpoint into RUN_DIR/evaluations.csv.")
+    ] = False,
 ):
     """Run a dlcli command as N local workers of a MultiWorkerMirroredStrategy cluster.
 
@@ -57,16 +61,22 @@ def launch_command(
     if not command or command[0] != "train":
         raise DlcliError("launch runs a `train` command on every worker: dlcli launch --workers 2 -- train RECIPE ...")
     argv = worker_command(command)
-    ports = free_ports(workers)
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-    typer.echo(f"launching {workers} workers on {', '.join(cluster['worker'])}: {' '.join(argv[2:])}", err=True)
+    ports = free_ports(workers + evaluator)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports[:workers]]}
+    tasks = [("worker", index) for index in range(workers)]
+    if evaluator:  # TensorFlow's evaluator pattern: a task of the cluster that trains nothing
+        cluster["evaluator"] = [f"127.0.0.1:{ports[-1]}"]
+        tasks.append(("evaluator", 0))
+    shown = f"{workers} workers{' and an evaluator' if evaluator else ''}"
+    typer.echo(f"launching {shown} on {', '.join(cluster['worker'])}: {' '.join(argv[2:])}", err=True)
     processes = []
-    for index in range(workers):
-        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+    for kind, index in tasks:
+        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": kind, "index": index}})}
         processes.append(
             subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         )
-    pumps = [threading.Thread(target=_pump, args=(p, f"[worker {i}] "), daemon=True) for i, p in enumerate(processes)]
+    prefixes = [f"[worker {index}] " if kind == "worker" else "[evaluator] " for kind, index in tasks]
+    pumps = [threading.Thread(target=_pump, args=(p, prefix), daemon=True) for p, prefix in zip(processes, prefixes)]
     for pump in pumps:
         pump.start()
 
@@ -87,13 +97,13 @@ def launch_command(
         for pump in pumps:
             pump.join(timeout=5)
     if failed is None:
-        typer.echo(f"all {workers} workers finished", err=True)
+        typer.echo(f"all {shown} finished", err=True)
         return
     index, code = failed
     if forwarded:
         raise typer.Exit(EXIT_PREEMPTED if forwarded[0] == signal.SIGTERM else EXIT_INTERRUPTED)
     raise DlcliError(
-        f"worker {index} exited with code {code}; stopped the other workers. "
+        f"{prefixes[index].strip(' []')} exited with code {code}; stopped the other workers. "
         "Run the same command again to continue from the last checkpoint (workers with TF_CONFIG resume by themselves)."
     )
 
