@@ -1,0 +1,204 @@
+"""dlcli on the cluster engines users run, each the real engine on this machine, with a worker
+killed or the job requeued mid-run; the run ends with the metrics of an uninterrupted one.
+
+- Slurm (Debian's slurm-wlm and munge): munged, slurmctld and slurmd started here as root, a
+  2-task sbatch job of docs/slurm-train.sbatch, `scontrol requeue` mid-run.
+- Ray: a cluster of two nodes (one CPU each), `dlcli launch --ray`, one worker's training
+  process killed with SIGKILL; then --max-failures exceeded.
+
+Each engine runs inside a network namespace made here (only its loopback interface is up),
+so all of its traffic stays on 127.0.0.1 there, and its ports meet nothing else on the machine.
+Skipped, with the reason, where the engine is not installed or namespaces cannot be made.
+"""
+
+import contextlib
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.test_fault_tolerance import ENV, epochs_in, finish, start
+
+# Every engine trains this (2 workers, global batch 48: 24 per replica), against one reference.
+TRAIN = [
+    "cnn", "--dataset", "digits", "--set", "steps_per_epoch=60", "--set", "steps_per_execution=1",
+    "--batch-size", "48", "--epochs", "2", "--seed", "7", "--deterministic", "--checkpoint-every", "20",
+]
+PATH = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # where the `dlcli` script is
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The test metrics of the same training, uninterrupted, as `dlcli launch --workers 2`."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    code, out, err = finish(start("launch", "--workers", 2, "--", "train", *TRAIN, "-o", run_dir), timeout=600)
+    assert code == 0, err[-3000:] + out[-3000:]
+    return json.loads((run_dir / "metrics.json").read_text())["test"]
+
+
+@contextlib.contextmanager
+def network_namespace(prefix, extra_address=None):
+    """A new network namespace with its loopback up; yields the command prefix that runs a
+    program in it (nsenter: unlike `ip netns exec`, it keeps the host's /sys, where slurmd
+    finds its cgroups). On leaving, every process still in it is stopped and it is deleted."""
+    if os.geteuid() != 0:
+        pytest.skip("making a network namespace needs root")
+    name = f"{prefix}-{os.getpid()}-{random.randrange(10**6)}"
+    made = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot make a network namespace here: {made.stderr.strip()[:160]}")
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        if extra_address:
+            subprocess.run(["ip", "-n", name, "addr", "add", extra_address, "dev", "lo"], check=True)
+        yield ["nsenter", f"--net=/run/netns/{name}"]
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), sig)
+            deadline = time.time() + 15
+            while pids and time.time() < deadline:
+                time.sleep(0.2)
+                pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+
+
+# ## Slurm
+
+SLURM_CONF = """\
+ClusterName=dlcli
+SlurmctldHost={host}(127.0.0.1)
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=socket={folder}/munge.sock
+CredType=cred/munge
+StateSaveLocation={folder}/state
+SlurmdSpoolDir={folder}/spool
+SlurmctldPidFile={folder}/slurmctld.pid
+SlurmdPidFile={folder}/slurmd.pid
+SlurmctldLogFile={folder}/slurmctld.log
+SlurmdLogFile={folder}/slurmd.log
+ProctrackType=proctrack/pgid
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+MpiDefault=none
+ReturnToService=2
+KillWait=60
+NodeName={host} NodeAddr=127.0.0.1 CPUs=2 State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+class Slurm:
+    def __init__(self, enter, folder):
+        self.enter, self.folder = enter, folder
+        self.env = {**ENV, "SLURM_CONF": str(folder / "slurm.conf"), "PATH": PATH}
+
+    def run(self, *args, check=True):
+        done = subprocess.run([*self.enter, *map(str, args)], capture_output=True, text=True, env=self.env, timeout=60)
+        if check:
+            assert done.returncode == 0, f"{' '.join(map(str, args))}: {done.stderr[-2000:]}"
+        return done.stdout.strip()
+
+    def job(self, job_id):
+        """{Key: value} of `scontrol show job`."""
+        return dict(re.findall(r"(\w+)=(\S*)", self.run("scontrol", "show", "job", "-o", job_id)))
+
+    def logs(self):
+        return "\n".join(f"{p.name}: {p.read_text()[-1500:]}" for p in sorted(self.folder.glob("*.log")))
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    """A one-node Slurm (slurmctld, slurmd, munged) of 2 CPUs, on 127.0.0.1 in its own network
+    namespace, as root; its jobs run as root too."""
+    missing = [name for name in ("munged", "slurmctld", "slurmd", "sbatch", "scontrol", "sinfo") if not shutil.which(name)]
+    if missing:
+        pytest.skip(f"Slurm is not installed ({', '.join(missing)} missing): apt-get install slurm-wlm munge")
+    folder = Path(tempfile.mkdtemp(prefix="dlcli-slurm-"))  # short: munge's socket path has a length limit
+    # glibc's getaddrinfo(AI_ADDRCONFIG), which Slurm calls, resolves nothing while every IPv4
+    # address is a loopback one: a second address on lo (nothing routes to it) lifts that.
+    with network_namespace("dlcli-slurm", extra_address="10.254.0.1/32") as enter:
+        try:
+            host = subprocess.run(["hostname", "-s"], capture_output=True, text=True, check=True).stdout.strip()
+            for sub in ("state", "spool"):
+                (folder / sub).mkdir()
+            (folder / "slurm.conf").write_text(SLURM_CONF.format(host=host, folder=folder))
+            key = folder / "munge.key"
+            key.write_bytes(os.urandom(1024))
+            key.chmod(0o400)
+            cluster = Slurm(enter, folder)
+            munged = subprocess.run(
+                [*enter, "munged", "--force", f"--socket={folder}/munge.sock", f"--key-file={key}", f"--pid-file={folder}/munged.pid",
+                 f"--log-file={folder}/munged.log", f"--seed-file={folder}/munge.seed"],
+                capture_output=True, text=True,
+            )
+            if munged.returncode != 0:
+                pytest.skip(f"munged did not start: {munged.stderr.strip()[:200]}")
+            daemons = [
+                subprocess.Popen([*enter, daemon, "-D", *extra], env=cluster.env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+                for daemon, extra in (("slurmctld", ["-i"]), ("slurmd", []))
+            ]
+            deadline = time.time() + 60
+            while cluster.run("sinfo", "-h", "-o", "%T", check=False) != "idle":
+                if time.time() > deadline or any(d.poll() is not None for d in daemons):
+                    pytest.skip(f"the Slurm daemons did not come up: {cluster.logs()[-1500:]}")
+                time.sleep(0.5)
+            yield cluster
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def wait_for_state(slurm, job_id, states, timeout=300):
+    deadline = time.time() + timeout
+    while True:
+        job = slurm.job(job_id)
+        if job.get("JobState") in states:
+            return job
+        assert time.time() < deadline, f"job {job_id} is {job.get('JobState')} ({job.get('Reason')}), not {states}: {slurm.logs()}"
+        time.sleep(0.5)
+
+
+def test_a_requeued_slurm_job_continues_from_its_checkpoint_to_the_uninterrupted_metrics(slurm, reference, tmp_path):
+    """docs/slurm-train.sbatch, 2 tasks of `dlcli train`: --strategy auto builds the cluster from
+    SLURM_*; `scontrol requeue` mid-run stops the tasks (SIGTERM: a checkpoint) and runs the
+    script again, whose same command continues the run (runs/cnn-slurmJOBID, resume auto)."""
+    job_id = slurm.run("sbatch", "--parsable", f"--chdir={tmp_path}", REPO / "docs" / "slurm-train.sbatch", *TRAIN)
+    run_dir = tmp_path / "runs" / f"cnn-slurm{job_id}"
+    deadline = time.time() + 300
+    while not (run_dir / "checkpoints" / "checkpoint").exists():  # the first checkpoint, at step 20
+        assert slurm.job(job_id)["JobState"] in ("PENDING", "RUNNING", "CONFIGURING"), slurm.logs()
+        assert time.time() < deadline, f"no checkpoint in {run_dir}: {(tmp_path / f'slurm-{job_id}.out').read_text()[-3000:]}"
+        time.sleep(0.1)
+    time.sleep(random.uniform(0.5, 2.0))
+    slurm.run("scontrol", "requeue", job_id)
+    pending = wait_for_state(slurm, job_id, ("PENDING",), timeout=120)
+    assert int(pending["Restarts"]) == 1
+    slurm.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")  # Slurm delays a requeued job by 2 minutes
+    done = wait_for_state(slurm, job_id, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"), timeout=420)
+    output = (tmp_path / f"slurm-{job_id}.out").read_text()
+    assert done["JobState"] == "COMPLETED", output[-4000:]
+    assert "strategy multi-worker (CollectiveAllReduceStrategy), 2 replica(s)" in output
+    assert output.count("resume auto: no checkpoint") == 2  # both tasks, first time
+    assert output.count(f"resume auto: continuing the run in runs/cnn-slurm{job_id} from checkpoint ckpt-") == 2, output[:6000]
+    # The requeue's SIGTERM made the tasks save a checkpoint (srun no longer forwards their last
+    # words, but the chief's train.log keeps them).
+    assert re.search(r"error: stopped by SIGTERM in epoch \d at step \d+/60; checkpoint saved", (run_dir / "train.log").read_text())
+    assert json.loads((run_dir / "metrics.json").read_text())["test"] == reference
+    assert epochs_in(run_dir) == [1, 2]
