@@ -12,6 +12,7 @@ Skipped, with the reason, where the engine is not installed or namespaces cannot
 """
 
 import contextlib
+import importlib.util
 import json
 import os
 import random
@@ -202,3 +203,109 @@ def test_a_requeued_slurm_job_continues_from_its_checkpoint_to_the_uninterrupted
     assert re.search(r"error: stopped by SIGTERM in epoch \d at step \d+/60; checkpoint saved", (run_dir / "train.log").read_text())
     assert json.loads((run_dir / "metrics.json").read_text())["test"] == reference
     assert epochs_in(run_dir) == [1, 2]
+
+
+# ## Ray
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A Ray cluster of two nodes of one CPU each, both on 127.0.0.1 in their own network
+    namespace (outside one, Ray picks the machine's external address for its nodes); yields
+    (the namespace's command prefix, the head's address)."""
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip('Ray is not installed: pip install -e ".[ray]"')
+    ray_cli = shutil.which("ray", path=PATH)
+    temp = Path(tempfile.mkdtemp(prefix="dr-"))  # short: Ray's socket paths have a length limit
+    common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--object-store-memory", str(80 * 2**20), "--disable-usage-stats"]
+    with network_namespace("dlcli-ray") as enter:
+        try:
+            address = "127.0.0.1:6390"
+            env = {**ENV, "PATH": PATH}
+            for args in (["--head", "--port", "6390", "--include-dashboard=false", "--temp-dir", str(temp)], ["--address", address]):
+                started = subprocess.run([*enter, ray_cli, "start", *args, *common], capture_output=True, text=True, env=env, timeout=180)
+                if started.returncode != 0:
+                    pytest.skip(f"ray start {args[0]} failed: {started.stderr.strip()[-300:]}")
+            probe = "import ray; ray.init(address='%s', logging_level='ERROR'); print(len([n for n in ray.nodes() if n['Alive']]))" % address
+            deadline = time.time() + 120
+            while subprocess.run([*enter, sys.executable, "-c", probe], capture_output=True, text=True, env=env).stdout.strip() != "2":
+                assert time.time() < deadline, "the second Ray node never joined"
+                time.sleep(1)
+            yield enter, address
+        finally:
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def start_ray_launch(enter, address, run_dir, *options):
+    return subprocess.Popen(
+        [*enter, sys.executable, "-m", "dlcli", "launch", "--ray", address, "--workers", "2", *map(str, options),
+         "--", "train", *TRAIN, "-o", str(run_dir)],
+        cwd=REPO, env={**ENV, "PATH": PATH}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def training_processes(run_dir):
+    """The `dlcli train` processes the Ray workers started for `run_dir`."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if "dlcli" in cmdline and "train" in cmdline and str(run_dir) in cmdline and "launch" not in cmdline:
+            found.append(process)
+    return found
+
+
+def kill_one_worker(run_dir, launcher, after=()):
+    """SIGKILLs one of the two training processes once both run (not those of `after`, an
+    earlier group); returns the pids of the group."""
+    deadline = time.time() + 300
+    while True:
+        assert launcher.poll() is None, launcher.communicate()[1][-3000:]
+        assert time.time() < deadline, "the Ray workers never started training"
+        running = [p for p in training_processes(run_dir) if p.pid not in after]
+        if len(running) == 2:
+            break
+        time.sleep(0.2)
+    random.choice(running).kill()
+    return {p.pid for p in running}
+
+
+def test_a_ray_worker_killed_mid_run_is_restarted_by_ray_and_the_run_ends_like_an_uninterrupted_one(ray_cluster, reference, tmp_path):
+    enter, address = ray_cluster
+    run_dir = tmp_path / "run"
+    launcher = start_ray_launch(enter, address, run_dir, "--max-failures", 2)
+    deadline = time.time() + 300
+    while not (run_dir / "checkpoints" / "checkpoint").exists():  # step 20
+        assert launcher.poll() is None, launcher.communicate()[1][-3000:]
+        assert time.time() < deadline, "no checkpoint"
+        time.sleep(0.1)
+    time.sleep(random.uniform(0.2, 1.5))
+    kill_one_worker(run_dir, launcher)
+    code, out, err = finish(launcher, timeout=600)
+    assert code == 0, err[-4000:] + out[-3000:]
+    assert "launching 2 workers on the Ray cluster at 127.0.0.1:6390 (1 CPU each; up to 2 restart(s))" in err
+    assert "all 2 workers finished" in err
+    logged = out + err
+    resumed = set(re.findall(r"\[worker ([01])\] resume auto: continuing the run in .* from checkpoint ckpt-\d+", logged))
+    assert resumed == {"0", "1"}, logged[-4000:]  # both workers of the group Ray restarted
+    assert json.loads((run_dir / "metrics.json").read_text())["test"] == reference
+    assert epochs_in(run_dir) == [1, 2]
+    assert not training_processes(run_dir)
+
+
+def test_past_max_failures_a_ray_launch_ends_with_one_line_and_exit_1(ray_cluster, tmp_path):
+    enter, address = ray_cluster
+    run_dir = tmp_path / "run"
+    launcher = start_ray_launch(enter, address, run_dir, "--max-failures", 1)
+    first = kill_one_worker(run_dir, launcher)
+    kill_one_worker(run_dir, launcher, after=first)  # one of the restarted group
+    code, out, err = finish(launcher, timeout=600)
+    assert code == 1, err[-4000:]
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert errors == [err.strip().splitlines()[-1]], err[-4000:]
+    assert re.fullmatch(
+        r"error: the Ray workers failed 2 time\(s\), more than --max-failures 1 allows \(last: worker [01]: .*exited with code -9\); "
+        r"run the same command again to continue from the last checkpoint\.", errors[0],
+    ), errors[0]
+    assert not training_processes(run_dir)
