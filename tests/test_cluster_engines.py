@@ -271,24 +271,48 @@ def kill_one_worker(run_dir, launcher, after=()):
     return {p.pid for p in running}
 
 
-def test_a_ray_worker_killed_mid_run_is_restarted_by_ray_and_the_run_ends_like_an_uninterrupted_one(ray_cluster, reference, tmp_path):
+def wait_for_checkpoint_after(run_dir, number, launcher, timeout=300):
+    from tests.test_restarts import latest_number
+
+    deadline = time.time() + timeout
+    while latest_number(run_dir / "checkpoints") <= number:
+        assert launcher.poll() is None, launcher.communicate()[1][-3000:]
+        assert time.time() < deadline, f"no checkpoint after {number}"
+        time.sleep(0.1)
+    return latest_number(run_dir / "checkpoints")
+
+
+def test_a_stopped_ray_launch_checkpoints_and_a_killed_worker_is_restarted_to_the_uninterrupted_metrics(ray_cluster, reference, tmp_path):
+    """SIGTERM to the launcher reaches the workers, which save a checkpoint (exit 143); the same
+    command continues, one worker is SIGKILLed, Ray restarts the group, and the run ends with
+    the metrics of an uninterrupted run."""
     enter, address = ray_cluster
     run_dir = tmp_path / "run"
     launcher = start_ray_launch(enter, address, run_dir, "--max-failures", 2)
-    deadline = time.time() + 300
-    while not (run_dir / "checkpoints" / "checkpoint").exists():  # step 20
-        assert launcher.poll() is None, launcher.communicate()[1][-3000:]
-        assert time.time() < deadline, "no checkpoint"
-        time.sleep(0.1)
-    time.sleep(random.uniform(0.2, 1.5))
+    wait_for_checkpoint_after(run_dir, -1, launcher)  # step 20
+    time.sleep(random.uniform(0.2, 1.0))
+    launcher.send_signal(signal.SIGTERM)
+    code, out, err = finish(launcher, timeout=300)
+    assert code == 143, err[-4000:]
+    assert "SIGTERM: asking the workers to save a checkpoint and stop" in err and "the same command continues the run" in err
+    assert re.search(r"error: stopped by SIGTERM in epoch \d at step \d+/60; checkpoint saved", (run_dir / "train.log").read_text())
+    assert not training_processes(run_dir)
+    from tests.test_restarts import latest_number
+
+    stopped_at = latest_number(run_dir / "checkpoints")
+
+    launcher = start_ray_launch(enter, address, run_dir, "--max-failures", 2)
+    wait_for_checkpoint_after(run_dir, stopped_at, launcher)
+    time.sleep(random.uniform(0.2, 1.0))
     kill_one_worker(run_dir, launcher)
     code, out, err = finish(launcher, timeout=600)
     assert code == 0, err[-4000:] + out[-3000:]
     assert "launching 2 workers on the Ray cluster at 127.0.0.1:6390 (1 CPU each; up to 2 restart(s))" in err
     assert "all 2 workers finished" in err
     logged = out + err
-    resumed = set(re.findall(r"\[worker ([01])\] resume auto: continuing the run in .* from checkpoint ckpt-\d+", logged))
-    assert resumed == {"0", "1"}, logged[-4000:]  # both workers of the group Ray restarted
+    resumed = re.findall(r"\[worker ([01])\] resume auto: continuing the run in .* from checkpoint ckpt-(\d+)", logged)
+    # Both workers continued twice: after the stop, and in the group Ray restarted.
+    assert {("0", str(stopped_at)), ("1", str(stopped_at))} < set(resumed) and len(set(resumed)) == 4, logged[-4000:]
     assert json.loads((run_dir / "metrics.json").read_text())["test"] == reference
     assert epochs_in(run_dir) == [1, 2]
     assert not training_processes(run_dir)

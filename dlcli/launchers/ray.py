@@ -187,6 +187,7 @@ def launch(command, address, workers, cpus_per_worker, gpus_per_worker, max_fail
             for s, handler in previous.items():
                 signal.signal(s, handler)
         if forwarded:
+            echo("stopped: the workers saved a checkpoint where training had begun; the same command continues the run")
             raise typer.Exit(EXIT_PREEMPTED if forwarded[0] == signal.SIGTERM else EXIT_INTERRUPTED)
         if "error" in outcome:
             raise LaunchFailed(failure_line(outcome["error"], max_failures, command)) from None
@@ -237,6 +238,8 @@ def worker_loop(config):
     import ray.train
 
     rank = ray.train.get_context().get_world_rank()
+    if ray.get(config["stopper"].requested.remote()):
+        return  # the launcher was stopped while Ray (re)started this group: nothing to start
     env = {**os.environ, **config["env"], "PYTHONUNBUFFERED": "1"}
     # Ray's TensorFlow backend sets TF_USE_LEGACY_KERAS=1 (tf.keras as Keras 2); dlcli is Keras 3.
     env.pop("TF_USE_LEGACY_KERAS", None)
@@ -256,8 +259,8 @@ def worker_loop(config):
         time.sleep(POLL_SECONDS)
     pump.join(timeout=5)
     code = child.returncode
-    if code == 0 or (asked and code in (EXIT_PREEMPTED, EXIT_INTERRUPTED)):
-        return  # finished, or stopped on the launcher's signal with a checkpoint saved
+    if code == 0 or asked:
+        return  # finished, or stopped on the launcher's signal (143/130: with a checkpoint saved)
     raise RuntimeError(f"dlcli train exited with code {code}")
 
 
