@@ -69,6 +69,8 @@ def follow(recipe, config, splits, run_dir, steps_per_epoch, global_batch, repor
     if rows:
         report("notice", message=f"evaluator: {len(rows)} evaluation(s) in {run_dir / EVALUATIONS}; continuing after step {last}")
     written = []
+    if remote.mirror_of(run_dir) is not None:
+        poll = max(poll, 10.0)  # a gs:// run: each look lists the bucket
     while True:
         remote.pull(run_dir)  # a gs:// run: what the chief has uploaded so far
         record = _mtime(run_dir / "config.json")
