@@ -237,6 +237,14 @@ def push(run_dir):
         mirror.push()
 
 
+def pull(run_dir):
+    """Makes a staged run folder a copy of its gs:// URL again (a reader following a run that
+    another process writes: the evaluator task); does nothing for a local one."""
+    mirror = mirror_of(run_dir)
+    if mirror is not None:
+        mirror.pull()
+
+
 def push_on_close(run_dir):
     """A callback for the end of a command: the last push, also after a failure or a signal
     (then a failed upload is not allowed to hide the error that stopped training)."""

@@ -23,7 +23,10 @@ from pathlib import Path
 from dlcli.core.errors import DlcliError, WriteError
 from dlcli.core.ui import finite
 
-RUN_FILES = ("config.json", "model.keras", "model-last.keras", "checkpoints", "history.csv", "metrics.json", "logs", "train.log")
+RUN_FILES = (
+    "config.json", "model.keras", "model-last.keras", "checkpoints", "history.csv", "metrics.json", "logs", "train.log",
+    "evaluations.csv",  # a cluster's evaluator task (dlcli/training/evaluator.py)
+)
 # On Vertex AI, the SavedModel export that its model registry serves, beside model.keras.
 SAVEDMODEL_FILES = ("saved_model.pb", "variables", "assets", "fingerprint.pb")
 PICTURES = ("curves.png", "confusion_matrix.png", "confusion_matrix.csv", "samples.png", "forecast.png", "forecast.csv",
@@ -119,8 +122,13 @@ def runs_root():
 
 
 def default_run_dir(recipe):
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    """$DLCLI_RUNS/RECIPE-TIMESTAMP; in a Slurm job $DLCLI_RUNS/RECIPE-slurmJOBID, the same for
+    every task of the job and for the job requeued (which then continues it)."""
     root = runs_root()
+    job = os.environ.get("SLURM_JOB_ID")
+    if job:
+        return root / f"{recipe}-slurm{job}"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
     path = root / f"{recipe}-{stamp}"
     n = 1
     while path.exists():

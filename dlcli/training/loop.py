@@ -319,7 +319,7 @@ def fit(recipe, config, splits, strategy, run_dir, *, chief=True, resume=False, 
             name = recipe.__name__.split(".")[-1]
             return Interrupted(
                 f"stopped by {signal.Signals(signum).name} {where}; checkpoint saved. "
-                f"Continue with: dlcli train {name} -o {remote.location_of(run_dir)} --resume (or the same command, under TF_CONFIG or AIP_*)",
+                f"Continue with: dlcli train {name} -o {remote.location_of(run_dir)} --resume (or the same command, under TF_CONFIG, AIP_* or Slurm)",
                 signum,
             )
 

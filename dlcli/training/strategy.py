@@ -2,7 +2,7 @@
 
 import os
 
-from dlcli.core.cluster import tf_config
+from dlcli.core.cluster import tf_config, training_cluster
 from dlcli.core.errors import DlcliError
 from dlcli.core.lazy import tf
 
@@ -30,8 +30,8 @@ def auto_choice(tpu):
     """What `--strategy auto` picks: TPU, then multi-worker, then several GPUs or CPUs, then one GPU."""
     if tpu or os.environ.get("TPU_NAME"):
         return "tpu"
-    cluster = tf_config().get("cluster", {})
-    if sum(len(cluster.get(job, [])) for job in ("chief", "worker")) > 1:
+    spec = tf_config()
+    if spec and sum(len(hosts) for hosts in training_cluster(spec).values()) > 1:
         return "multi-worker"
     gpus = tf.config.list_logical_devices("GPU")
     if len(gpus) > 1 or (not gpus and len(tf.config.list_logical_devices("CPU")) > 1):
@@ -58,10 +58,25 @@ def make_strategy(name, tpu=None):
         cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(cpus, cross_device_ops=tf.distribute.ReductionToOneDevice()), name
     if name == "multi-worker":
-        if not tf_config():
-            raise DlcliError("--strategy multi-worker needs TF_CONFIG describing the cluster (or use `dlcli launch`).")
-        return tf.distribute.MultiWorkerMirroredStrategy(), name
+        spec = tf_config()
+        if not spec:
+            raise DlcliError(
+                "--strategy multi-worker needs TF_CONFIG, Vertex AI's CLUSTER_SPEC or a Slurm step of several tasks "
+                "describing the cluster (or use `dlcli launch`)."
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=cluster_resolver(spec)), name
     return _tpu_strategy(tpu), name
+
+
+def cluster_resolver(spec):
+    """The training tasks of `spec` (core.cluster's TF_CONFIG-shaped dict) for
+    MultiWorkerMirroredStrategy: the chief and workers only, so that an evaluator task (and
+    TFJob's `master`, read as the chief) need no support from TensorFlow's own TF_CONFIG reader."""
+    jobs = training_cluster(spec)
+    task = spec["task"]
+    return tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec(jobs), task_type=task["type"], task_id=task["index"], rpc_layer="grpc"
+    )
 
 
 def _tpu_strategy(tpu):

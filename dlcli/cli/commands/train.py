@@ -4,6 +4,7 @@ import dataclasses
 import functools
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -69,13 +70,14 @@ def train_command(
         typer.Option(
             "--resume-auto",
             help="Continue the run in the run folder if it holds a checkpoint of the same recipe and config, else start it; "
-            "the default when TF_CONFIG or AIP_* is set (a platform that restarts jobs) and neither --resume nor --overwrite is given.",
+            "the default under TF_CONFIG, CLUSTER_SPEC, AIP_* or Slurm (platforms that restart jobs) when neither --resume nor --overwrite is given.",
         ),
     ] = False,
     overwrite: options.Overwrite = False,
     as_json: options.Json = False,
 ):
     """Train a recipe and save the run: config, model, checkpoints, history and metrics."""
+    started_ns = time.time_ns()
     module = registry.load(recipe)
     out = ui.LoggedConsole(ui.output(as_json))  # and, once the run folder is started, RUN_DIR/train.log
     flags = {
@@ -136,6 +138,9 @@ def train_command(
     from dlcli.core.lazy import keras, tf
     from dlcli.training import artifacts, loop
 
+    if cluster.task_type() == "evaluator":
+        follow_run(ctx, module, config, run_dir, out, since=started_ns if overwrite else None)
+        return
     micro_batches = strategy_lib.micro_batches(config, module, strategy.value, cpu_devices, tpu)  # sets threads: first
     strategy_lib.split_cpu(cpu_devices)
     dist, strategy_name = strategy_lib.make_strategy(strategy.value, tpu)
@@ -217,8 +222,43 @@ def model_line(final, trained_epochs):
 
 def restarting_platform():
     """Whether this runs where the platform restarts a failed or preempted job with the same
-    command and environment: a Vertex AI custom job (AIP_* variables) or a cluster (TF_CONFIG)."""
-    return bool(os.environ.get("TF_CONFIG")) or any(name.startswith("AIP_") for name in os.environ)
+    command and environment: a Vertex AI custom job (AIP_* variables), a cluster (TF_CONFIG,
+    Vertex AI's CLUSTER_SPEC) or a Slurm job (a requeued job runs its script again)."""
+    return (
+        any(os.environ.get(name) for name in ("TF_CONFIG", "CLUSTER_SPEC", "SLURM_JOB_ID"))
+        or any(name.startswith("AIP_") for name in os.environ)
+    )
+
+
+def follow_run(ctx, module, config, run_dir, out, since=None):
+    """The evaluator task of a cluster: evaluates each checkpoint the run writes until it ends
+    (see dlcli/training/evaluator.py); trains nothing."""
+    from dlcli.core.lazy import keras, tf
+    from dlcli.training import evaluator, loop
+
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    single = tf.distribute.get_strategy()
+    precision, _ = strategy_lib.resolve_precision(config, module, single)  # as the workers compute
+    ctx.call_on_close(functools.partial(keras.mixed_precision.set_global_policy, keras.mixed_precision.global_policy()))
+    keras.mixed_precision.set_global_policy(precision)
+    splits = module.load_data(config)
+    the_plan = loop.plan(config, splits, single)
+    out.print(
+        f"evaluator: following {remote.location_of(run_dir)}; each new checkpoint is evaluated on "
+        f"{data.count(splits.val)} val / {data.count(splits.test)} test examples"
+    )
+
+    def report(event, **facts):
+        if event == "notice":
+            out.print(facts["message"])
+        elif event == "evaluation":
+            row = facts["row"]
+            shown = {k: v for k, v in row.items() if k not in ("step", "epoch", "checkpoint", "evaluated")}
+            out.print(f"evaluated {row['checkpoint']} (epoch {row['epoch']:g}): {ui.metrics_line(shown)}")
+
+    rows = evaluator.follow(module, config, splits, run_dir, the_plan.steps_per_epoch, the_plan.global_batch, report, since=since)
+    out.print(f"evaluator: the run ended; {len(rows)} new evaluation(s) in {remote.location_of(run_dir)}/{evaluator.EVALUATIONS}")
 
 
 class Reporter:
