@@ -95,7 +95,7 @@ def fixed_split(n, where, target):
     """(test, train) row indices: a fixed 80/20 split, whatever the training seed. A fifth of
     the rows is the test set, so at least 5 rows are needed."""
     if n // 5 == 0:
-        raise DlcliError(f"{where} has {n} row(s) with a value for the target '{target}'; at least 5 are needed (a fifth is the test set).")
+        raise DlcliError(f"{where} has {n} row(s) with a target '{target}'; at least 5 are needed (a fifth is the test set).")
     order = np.random.default_rng(0).permutation(n)
     return order[: n // 5], order[n // 5 :]
 
@@ -146,9 +146,7 @@ def cells_splits(table, config):
             continue
         if not csv_table.is_number(value):
             raise DlcliError(f"{table.path} line {line}: the target '{target}' holds {value!r}, not a number.")
-        cells = [csv_table.cell(row, i).strip() for i in index]
-        csv_table.check_cells(table.path, [target, *features], [[value, *cells]], [line])  # what float32 holds
-        rows.append((float(value), cells))
+        rows.append((float(value), [csv_table.cell(row, i).strip() for i in index]))
     y = np.array([[v] for v, _ in rows], np.float32)
     x = np.array([cells for _, cells in rows], object).reshape(len(rows), len(features))
     test, train = fixed_split(len(x), table.path, target)  # the same fixed 80/20 split as numeric tables
@@ -291,16 +289,15 @@ def read_inputs(record, inputs):
 
 def csv_cells(path, features, kinds=None):
     """The feature cells of a CSV as strings, checked as training checked them: numbers float32
-    holds, and in the columns the model read as numbers (`kinds`), only numbers or blanks."""
+    holds (`csv_table.load`), and in the columns the model read as numbers (`kinds`), only
+    numbers or blanks."""
     table = csv_table.load(path, None)
     for name in features:
         if name not in table.header:
             raise DlcliError(f"{path} has no column '{name}', which the model reads. Its columns: {', '.join(table.header)}.")
     index = [table.header.index(name) for name in features]
     cells = [[csv_table.cell(row, i).strip() for i in index] for row in table.rows]
-    lines = csv_table.line_numbers(table)
-    csv_table.check_cells(path, features, cells, lines)  # as in training: numbers float32 holds
-    for line, row in zip(lines, cells):
+    for line, row in zip(csv_table.line_numbers(table), cells):  # (numbers float32 cannot hold: refused by load)
         for name, kind, text in zip(features, kinds or [], row):
             if kind == "number" and not csv_table.is_number_or_missing(text):
                 raise DlcliError(

@@ -3,8 +3,9 @@
 Numbers are decimal (`12`, `-3.5`, `.5`, `1e-3`; also `inf`/`infinity`, which are refused
 below), read the same way for training and for `dlcli predict`. Models compute in float32, so
 every number a table holds must be finite there: a cell beyond float32's range (`1e39`,
-`-1e39`, `1e308`, `inf`, `-nan`) stops the read in one line naming the file, line and column
-(in any column, a text column included: a cell that reads as a number is a number). A number
+`-1e39`, `1e308`, `inf`, `-nan`) stops `load` in one line naming the file, line and column (in
+any column, a text column included: a cell that reads as a number is a number), so training,
+predict and `dlcli data info` refuse the same files. A number
 too small for float32 (`1e-50`) is accepted: float32 holds it as 0 (or as a subnormal down to
 1.4e-45), as any float32 pipeline would. Missing values are the MISSING words (blank, NA, NaN,
 null, none, ?), in any case: dropped or imputed as each recipe says, never read as numbers.
@@ -81,7 +82,9 @@ def load(path, config):
         raise DlcliError(f"{path} is not valid CSV: {e}") from None
     if len(rows) < 2:
         raise DlcliError(f"{path} needs a header row and at least one data row.")
-    return Table(path=Path(path), header=[name.strip() for name in rows[0]], rows=rows[1:], description=str(path), lines=lines[1:])
+    header = [name.strip() for name in rows[0]]
+    check_cells(path, header, rows[1:], lines[1:])  # here, so training, predict and `data info` all see it
+    return Table(path=Path(path), header=header, rows=rows[1:], description=str(path), lines=lines[1:])
 
 
 def cell(row, i):
@@ -111,7 +114,7 @@ def numeric(table, names):
                     f"{table.path} line {line}: column '{name}' holds {text!r}, not a number. "
                     "Choose numeric columns (--set columns=a,b,c) or clean the file."
                 )
-            check_float32(table.path, line, name, text)
+            check_float32(table.path, line, name, text)  # checked at load; tables built elsewhere too
         values.append([float(c) for c in cells])
     if not values:
         raise DlcliError(f"{table.path}: no complete numeric rows in columns {', '.join(names)}.")
@@ -133,8 +136,9 @@ def fits_float32(value):
 
 
 def check_float32(path, line, column, text):
-    """Refuses, naming the cell, a number that float32 (what models compute in) cannot hold."""
-    if is_number(text) and not fits_float32(float(text)):
+    """Refuses, naming the cell, a number that float32 (what models compute in) cannot hold
+    (a MISSING word such as NaN is a missing value, not a number)."""
+    if text.strip().lower() not in MISSING and is_number(text) and not fits_float32(float(text)):
         raise DlcliError(
             f"{path} line {line}: column '{column}' holds {text.strip()!r}, which is not a finite number in float32 "
             "(what models compute in: at most +-3.4e38); fix or blank that cell."
@@ -142,12 +146,12 @@ def check_float32(path, line, column, text):
 
 
 def check_cells(path, names, rows, lines):
-    """Every cell of `rows` (lists of strings, one per column of `names`; the rows start at
-    file lines `lines`) that reads as a number is one float32 holds; else one line naming the
-    file, line and column."""
+    """Every cell of `rows` (lists of strings, one per column of `names`, extra cells named by
+    position; the rows start at file lines `lines`) that reads as a number is one float32
+    holds; else one line naming the file, line and column."""
     for line, cells in zip(lines, rows):
-        for name, text in zip(names, cells):
-            check_float32(path, line, name, text)
+        for i, text in enumerate(cells):
+            check_float32(path, line, names[i] if i < len(names) else f"#{i + 1}", text)
 
 
 def is_number_or_missing(text):
