@@ -113,7 +113,8 @@ def _start_filter():
         os.close(read_end)
     sys.stderr.flush()
     encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
-    sys.stderr = io.TextIOWrapper(open(real, "wb", closefd=False), encoding=encoding, errors="backslashreplace", line_buffering=True)
+    # Unbuffered, as stderr is: a line dlcli writes is out before the next C++ one can be.
+    sys.stderr = io.TextIOWrapper(open(real, "wb", buffering=0, closefd=False), encoding=encoding, errors="backslashreplace", write_through=True)
     os.dup2(write_end, 2)
     os.close(write_end)
     return True

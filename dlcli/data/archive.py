@@ -33,7 +33,7 @@ from pathlib import Path
 from dlcli.core.errors import DlcliError
 from dlcli.data.splits import printable
 
-MAX_ARCHIVE_BYTES = 4 << 30  # 4 GiB decompressed: 8x the whole aclImdb_v1.tar.gz (~0.5 GB with unsup and .feat)
+MAX_ARCHIVE_BYTES = 4 << 30  # 4 GiB decompressed: over 8x the whole aclImdb_v1.tar.gz (under 0.5 GB, unsup and .feat included)
 MAX_HEADER_BYTES = 1 << 20  # one long name, PAX header or sparse map; real ones take a few hundred bytes
 MAX_MEMBERS = 1 << 20  # entries: aclImdb_v1 has ~100,000
 COMPRESSED = {b"\x1f\x8b": lambda f: gzip.GzipFile(fileobj=f), b"BZh": bz2.BZ2File, b"\xfd7zXZ\x00": lzma.LZMAFile}

@@ -112,7 +112,7 @@ def review_files(path, skipped=None):
     skipped = Counter() if skipped is None else skipped
     budget = {"total": 0}
 
-    def checked(name, size, where):
+    def checked(size, where):
         if size > MAX_REVIEW_BYTES:
             raise DlcliError(
                 f"{where} is {size:,} bytes, over the budget of {MAX_REVIEW_BYTES:,} (4 MiB) for one review: "
@@ -131,7 +131,7 @@ def review_files(path, skipped=None):
             if not member.regular:
                 skipped[NOT_REGULAR] += 1
                 continue
-            checked(member.name, member.size, f"{printable(archive)}: {printable(member.name)}")
+            checked(member.size, f"{printable(archive)}: {printable(member.name)}")
             yield (*match.groups(), member.name, lambda member=member: member.read(MAX_REVIEW_BYTES))
     if not archives:
         root = path / "aclImdb" if (path / "aclImdb").is_dir() else path
@@ -142,7 +142,7 @@ def review_files(path, skipped=None):
                     if not file.is_file():  # a link to a regular file is read (the user's own folder); to /dev/zero, not
                         skipped[NOT_REGULAR] += 1
                         continue
-                    checked(file.name, file.stat().st_size, printable(file))
+                    checked(file.stat().st_size, printable(file))
                     yield split, label, f"{split}/{label}/{file.name}", lambda file=file: _read_file(file)
 
 
