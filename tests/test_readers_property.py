@@ -77,6 +77,11 @@ def float32_finite(array):
         return bool(np.all(np.isfinite(np.asarray(array, np.float64).astype(np.float32))))
 
 
+def numbers(cells):
+    """The cells the model parses as numbers (the MISSING words, NaN among them, it imputes)."""
+    return [float(c) for c in np.asarray(cells).reshape(-1) if csv_table.is_number(c) and c.strip().lower() not in csv_table.MISSING]
+
+
 def config(recipe, **values):
     return config_lib.resolve(recipe.Config, recipe.__name__.split(".")[-1], toml_values=values)
 
@@ -96,10 +101,34 @@ def test_any_csv_gives_regression_numbers_float32_holds_or_one_error(tmp_path_fa
         if splits.kind == "table":
             assert split[0].dtype == np.float32 and float32_finite(split[0])
         else:  # raw cells: every one that reads as a number is one float32 holds, and the model's statistics are finite
-            numbers = [float(c) for c in split[0].reshape(-1) if csv_table.is_number(c)]
-            assert float32_finite(numbers)
+            assert float32_finite(numbers(split[0]))
     for column in splits.info.get("spec", []):
         assert "vocabulary" in column or float32_finite([column["mean"], column["std"]])
+
+
+@st.composite
+def auto_mpg_bytes(draw):
+    """auto-mpg.data lines: eight numbers (edge cells here and there), a tab, a quoted name."""
+    lines = []
+    for _ in range(draw(st.integers(0, 14))):
+        fields = [draw(st.sampled_from(EDGE_CELLS[:30])) if draw(st.integers(0, 11)) == 0 else draw(GOOD["x"]) for _ in range(8)]
+        fields[7] = draw(st.sampled_from(["1", "2", "3", "?", "1e39"])) if draw(st.integers(0, 5)) == 0 else "1"
+        lines.append("   ".join(f or "0" for f in fields) + '\t"car"')
+    return "\n".join(lines).encode()
+
+
+@PROPERTY
+@given(st.one_of(auto_mpg_bytes(), auto_mpg_bytes(), st.binary(max_size=300)))
+def test_any_auto_mpg_file_gives_numbers_float32_holds_or_one_error(tmp_path_factory, raw):
+    path = tmp_path_factory.mktemp("mpg") / "auto-mpg.data"
+    path.write_bytes(raw)
+    try:
+        splits = regression.load_data(config(regression, data=str(path)))
+    except DlcliError as e:
+        refusal(e)
+        return
+    for split in (splits.train, splits.val, splits.test):
+        assert split[0].dtype == np.float32 and float32_finite(split[0]) and float32_finite(split[1])
 
 
 @PROPERTY
@@ -127,7 +156,7 @@ def test_any_csv_gives_predict_inputs_or_one_error(tmp_path_factory, raw, featur
         else:  # the raw-cells model's, with the kinds training found
             cells = regression.csv_cells(path, features, ["number"] + ["category"] * (len(features) - 1))
             assert all(csv_table.is_number_or_missing(c) for c in cells[:, 0])
-            assert float32_finite([float(c) for c in cells.reshape(-1) if csv_table.is_number(c)])
+            assert float32_finite(numbers(cells))
     except DlcliError as e:
         refusal(e)
 

@@ -42,7 +42,7 @@ def load(path, config):
                 f"{path} line {number} has {len(fields)} numbers, not the {len(COLUMNS)} of auto-mpg.data "
                 "(use a .csv with --set target=COLUMN for other tables)."
             )
-        if not all(f == "?" or csv_table.is_number(f) for f in fields):
+        if not all(f == "?" or csv_table.is_number(f) for f in fields) or fields[7] == "?":  # only horsepower may be missing
             raise DlcliError(f"{path} line {number} holds a value that is not a number: {line.strip()[:60]!r}")
         csv_table.check_cells(path, COLUMNS, [fields], [number])  # what float32 holds, as for any table
         origin = float(fields[7])

@@ -138,9 +138,10 @@ def fits_float32(value):
 def check_float32(path, line, column, text):
     """Refuses, naming the cell, a number that float32 (what models compute in) cannot hold
     (a MISSING word such as NaN is a missing value, not a number)."""
-    if text.strip().lower() not in MISSING and is_number(text) and not fits_float32(float(text)):
+    text = text.strip()  # str.strip(), as is_number: float() alone keeps "\x1f" and fails on it
+    if text.lower() not in MISSING and is_number(text) and not fits_float32(float(text)):
         raise DlcliError(
-            f"{path} line {line}: column '{column}' holds {text.strip()!r}, which is not a finite number in float32 "
+            f"{path} line {line}: column '{column}' holds {text!r}, which is not a finite number in float32 "
             "(what models compute in: at most +-3.4e38); fix or blank that cell."
         )
 
