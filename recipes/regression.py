@@ -82,15 +82,22 @@ def load_data(config):
     else:
         x, y, names, source, truth = synthetic(config)
         target = "y"
-    order = np.random.default_rng(0).permutation(len(x))  # a fixed split, whatever the training seed
-    n_test = len(x) // 5
-    test, train = order[:n_test], order[n_test:]
+    test, train = fixed_split(len(x), config.data or config.dataset, target)
     train, val = data.holdout((x[train], y[train]), config.validation_split)
     info = {"truth": truth, "mean": train[0].mean(0), "std": train[0].std(0) + 1e-12}
     return data.Splits(
         train=train, val=val, test=(x[test], y[test]), input_shape=(x.shape[1],), source=source, info=info,
         kind="table", feature_names=names, target=target,
     )
+
+
+def fixed_split(n, where, target):
+    """(test, train) row indices: a fixed 80/20 split, whatever the training seed. A fifth of
+    the rows is the test set, so at least 5 rows are needed."""
+    if n // 5 == 0:
+        raise DlcliError(f"{where} has {n} row(s) with a target '{target}'; at least 5 are needed (a fifth is the test set).")
+    order = np.random.default_rng(0).permutation(n)
+    return order[: n // 5], order[n // 5 :]
 
 
 def columns(table, config):
@@ -132,40 +139,41 @@ def cells_splits(table, config):
     target, features = target_and_features(table, config)
     t, index = table.header.index(target), [table.header.index(c) for c in features]
     rows, no_target = [], 0
-    for line, row in enumerate(table.rows, start=2):
+    for line, row in zip(csv_table.line_numbers(table), table.rows):
         value = csv_table.cell(row, t).strip()
         if value.lower() in csv_table.MISSING:
             no_target += 1
             continue
-        if not csv_table.is_number_or_missing(value):
+        if not csv_table.is_number(value):
             raise DlcliError(f"{table.path} line {line}: the target '{target}' holds {value!r}, not a number.")
         rows.append((float(value), [csv_table.cell(row, i).strip() for i in index]))
     y = np.array([[v] for v, _ in rows], np.float32)
     x = np.array([cells for _, cells in rows], object).reshape(len(rows), len(features))
-    order = np.random.default_rng(0).permutation(len(x))  # the same fixed 80/20 split as numeric tables
-    n_test = len(x) // 5
-    if n_test == 0:
-        raise DlcliError(f"{table.path} has {len(x)} row(s) with a target '{target}'; at least 5 are needed (a fifth is the test set).")
-    test, train = order[:n_test], order[n_test:]
+    test, train = fixed_split(len(x), table.path, target)  # the same fixed 80/20 split as numeric tables
     train, val = data.holdout((x[train], y[train]), config.validation_split)
-    spec, _ = table_spec(train[0], features)
+    # A column's kind is the whole file's (a word in a test row makes it categorical), its statistics the training rows'.
+    kinds = ["number" if all(csv_table.is_number_or_missing(c) for c in x[:, j]) else "category" for j in range(len(features))]
+    spec, _ = table_spec(train[0], features, kinds)
     imputed = sum(c.lower() in csv_table.MISSING for c in x.reshape(-1))
-    kinds = ", ".join(f"{c['name']} ({len(c['vocabulary'])} categories)" for c in spec if "vocabulary" in c)
+    one_hot = ", ".join(f"{c['name']} ({len(c['vocabulary'])} categories)" for c in spec if "vocabulary" in c)
     source = (f"{table.description} ({len(x)} rows; {no_target} without a target left out; {imputed} blank cells "
-              f"imputed with training means{'; one-hot: ' + kinds if kinds else ''})")
+              f"imputed with training means{'; one-hot: ' + one_hot if one_hot else ''})")
     return data.Splits(
         train=train, val=val, test=(x[test], y[test]), input_shape=(len(features),), source=source,
         info={"spec": spec}, kind="table cells", feature_names=features, target=target,
+        feature_kinds=["number" if "mean" in c else "category" for c in spec],
     )
 
 
-def table_spec(x, names):
-    """Per column: numeric (mean, std of the training cells) or categorical (its training values)."""
+def table_spec(x, names, kinds=None):
+    """Per column: numeric (mean, std of the training cells) or categorical (its training
+    values); `kinds` ("number" or "category" per column) when decided on more rows than `x`."""
     spec, imputed = [], 0
     for j, name in enumerate(names):
         cells = [c for c in x[:, j] if c.lower() not in csv_table.MISSING]
         imputed += len(x) - len(cells)
-        if cells and all(csv_table.is_number_or_missing(c) for c in cells):
+        numeric = all(csv_table.is_number_or_missing(c) for c in cells) if kinds is None else kinds[j] == "number"
+        if cells and numeric:
             values = np.array(cells, np.float64)
             spec.append({"name": name, "mean": float(values.mean()), "std": float(values.std() + 1e-12)})
         else:
@@ -271,7 +279,7 @@ def after_training(config, splits, model, run_dir):
 def read_inputs(record, inputs):
     features = record.data.feature_names
     if record.data.kind == "table cells":  # raw cells, blanks and categories as found
-        tables = [csv_cells(path, features) for path in inputs]
+        tables = [csv_cells(path, features, record.data.feature_kinds) for path in inputs]
         names = [f"{path}:{row + 2}" for path, table in zip(inputs, tables) for row in range(len(table))]
         return np.concatenate(tables).astype(object), names
     tables = [predict.csv_rows(path, features) for path in inputs]
@@ -279,13 +287,24 @@ def read_inputs(record, inputs):
     return np.concatenate(tables), names
 
 
-def csv_cells(path, features):
+def csv_cells(path, features, kinds=None):
+    """The feature cells of a CSV as strings, checked as training checked them: numbers float32
+    holds (`csv_table.load`), and in the columns the model read as numbers (`kinds`), only
+    numbers or blanks."""
     table = csv_table.load(path, None)
     for name in features:
         if name not in table.header:
             raise DlcliError(f"{path} has no column '{name}', which the model reads. Its columns: {', '.join(table.header)}.")
     index = [table.header.index(name) for name in features]
-    return np.array([[csv_table.cell(row, i).strip() for i in index] for row in table.rows], object).reshape(len(table.rows), len(features))
+    cells = [[csv_table.cell(row, i).strip() for i in index] for row in table.rows]
+    for line, row in zip(csv_table.line_numbers(table), cells):  # (numbers float32 cannot hold: refused by load)
+        for name, kind, text in zip(features, kinds or [], row):
+            if kind == "number" and not csv_table.is_number_or_missing(text):
+                raise DlcliError(
+                    f"{path} line {line}: column '{name}' holds {text!r}, not a number; the model read numbers there "
+                    "in training. Fix or blank that cell."
+                )
+    return np.array(cells, object).reshape(len(table.rows), len(features))
 
 
 def describe(record, outputs, names, context):

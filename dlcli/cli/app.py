@@ -101,7 +101,9 @@ app.add_typer(data_cmd.app, name="data")
 
 
 def main():
+    from dlcli.core.lazy import filter_for_process
     from dlcli.runs.container import adopt_volume_owner
 
+    filter_for_process()  # TensorFlow's C++ log lines kept off stderr for the whole command, not only its import
     adopt_volume_owner()  # in the container image only: write the mounted /runs as its owner
     app(prog_name="dlcli")  # also as `python -m dlcli`, so usage lines and completion say dlcli

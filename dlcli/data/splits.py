@@ -131,13 +131,14 @@ class Table:
     description: str
     target: str | None = None  # the column a regression predicts when the user names none
     complete_rows: bool = False  # drop rows with a missing cell (Auto MPG, as its tutorial) rather than impute
+    lines: list | None = None  # the file line where each row starts, for messages (else row i is line i + 2)
 
 
 @dataclass
 class Splits:
     """A recipe's data: each split is an (inputs, targets) pair of arrays, or `Files`.
 
-    `kind`, `input_shape`, `class_names`, `feature_names` and `target` are written to the run
+    `kind`, `input_shape`, `class_names`, `feature_names`, `target` and `feature_kinds` are written to the run
     record (config.json), which is what `dlcli predict` and `evaluate` know of the data.
     """
 
@@ -153,6 +154,7 @@ class Splits:
     kind: str = ""  # images, text, table, series
     feature_names: list | None = None  # columns of a table, in the model's input order
     target: str | None = None  # what a regression predicts, by name
+    feature_kinds: list | None = None  # per feature column, "number" or "category" (tables read as raw cells)
 
 
 def is_classes(y):

@@ -27,12 +27,16 @@ class DataSpec:
     class_names: list | None = None
     feature_names: list | None = None  # a table's columns, in the model's input order
     target: str | None = None  # what a regression predicts, by name
+    # per feature, "number" or "category", for tables read as raw cells: what `predict` checks
+    # a CSV against before the model parses it (absent in runs of dlcli before it)
+    feature_kinds: list | None = None
 
     @classmethod
     def of(cls, splits):
         return cls(
             kind=splits.kind, source=splits.source, input_shape=list(splits.input_shape),
             class_names=splits.class_names, feature_names=splits.feature_names, target=splits.target,
+            feature_kinds=splits.feature_kinds,
         )
 
 
@@ -85,6 +89,7 @@ class RunRecord:
             "data.input_shape": (spec.input_shape, list), "data.source": (spec.source, str), "data.kind": (spec.kind, str),
             "data.class_names": (spec.class_names, (list, type(None))), "data.feature_names": (spec.feature_names, (list, type(None))),
             "data.target": (spec.target, (str, type(None))), "job_id": (record.job_id, (str, type(None))),
+            "data.feature_kinds": (spec.feature_kinds, (list, type(None))),
         }
         for name, (value, kind) in checks.items():
             if not isinstance(value, kind):

@@ -91,6 +91,9 @@ def plan(config, splits, strategy):
     """Checks the batch size against the replicas and the data, and sizes the epoch."""
     replicas = strategy.num_replicas_in_sync
     n_train = count(splits.train)
+    for name, n in (("training", n_train), ("test", count(splits.test))):
+        if n == 0:  # the source says why when it can ("FILE holds 0 images"); this catches the rest
+            raise DlcliError(f"{splits.source} gives 0 {name} examples: nothing to {'train' if name == 'training' else 'test'} on. Use more data.")
     global_batch = config.batch_size or n_train - n_train % replicas
     if global_batch % replicas:
         raise DlcliError(f"batch_size must be a multiple of the {replicas} replicas. Received: batch_size={global_batch}")
@@ -206,6 +209,7 @@ def end_epoch(run, state, row, seconds, val_split):
     Returns True when a hook asks training to stop."""
     if count(val_split):
         val = evaluate(run.strategy, state.eval_steps, state.metrics, val_split, run.plan.global_batch)
+        check_finite(val, "validation", run)
         row.update({f"val_{k}": v for k, v in val.items()})
     row.update(
         learning_rate=float(keras.ops.convert_to_numpy(state.optimizer.learning_rate)),
@@ -222,6 +226,19 @@ def end_epoch(run, state, row, seconds, val_split):
     run.checkpoints.save(row["epoch"] * run.plan.steps_per_epoch)
     call_hooks(run.hooks, "on_checkpoint", row["epoch"] * run.plan.steps_per_epoch)
     return stop
+
+
+def check_finite(metrics, split, run):
+    """A NaN or infinite metric on held-out data is one line, not a result: the training loss
+    was finite (it is checked every call), so float32 arithmetic overflowed on these examples."""
+    bad = [(name, value) for name, value in metrics.items() if not math.isfinite(value)]
+    if bad:
+        name, value = bad[0]
+        raise DlcliError(
+            f"the {split} {name} is {value}: float32 arithmetic overflowed on the {split} examples (values far from the "
+            f"training data, or whose squares pass 3.4e38); scale or clean the data. Last good checkpoint: "
+            f"{run.checkpoints.latest() or 'none yet'}."
+        )
 
 
 def finish(run, recipe, state, splits, test_split, started):
@@ -247,6 +264,7 @@ def finish(run, recipe, state, splits, test_split, started):
     else:
         best_epoch, best_value = best_in(state.history, monitor, monitor_mode(config, monitor))
     test = evaluate(run.strategy, state.eval_steps, state.metrics, test_split, run.plan.global_batch)
+    check_finite(test, "test", run)  # before model.keras and metrics.json: a run never reports NaN metrics
     trained_steps = len(state.history) * run.plan.steps_per_epoch
     final = {
         "test": test,

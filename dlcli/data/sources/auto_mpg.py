@@ -4,6 +4,7 @@ name; `?` marks a missing horsepower. Read as a table whose default target is `m
 from pathlib import Path
 
 from dlcli.core.errors import DlcliError
+from dlcli.data.sources import csv_table
 from dlcli.data.splits import Table
 
 NAME = "the UCI Auto MPG file (auto-mpg.data)"
@@ -41,11 +42,10 @@ def load(path, config):
                 f"{path} line {number} has {len(fields)} numbers, not the {len(COLUMNS)} of auto-mpg.data "
                 "(use a .csv with --set target=COLUMN for other tables)."
             )
-        try:
-            origin = float(fields[7])
-            [float(f) for f in fields if f != "?"]
-        except ValueError:
-            raise DlcliError(f"{path} line {number} holds a value that is not a number: {line.strip()[:60]!r}") from None
+        if not all(f == "?" or csv_table.is_number(f) for f in fields) or fields[7] == "?":  # only horsepower may be missing
+            raise DlcliError(f"{path} line {number} holds a value that is not a number: {line.strip()[:60]!r}")
+        csv_table.check_cells(path, COLUMNS, [fields], [number])  # what float32 holds, as for any table
+        origin = float(fields[7])
         rows.append([*fields[:7], str(float(origin == 2)), str(float(origin == 3))])
     header = [*COLUMNS[:7], "europe", "japan"]
     return Table(path=path, header=header, rows=rows, description=f"Auto MPG {path}", target="mpg", complete_rows=True)

@@ -88,6 +88,10 @@ def read_folder(folder):
             missing = images_stem if images_path is None else labels_stem
             raise DlcliError(f"IDX folder {folder} lacks {missing}[.gz]; it needs the four MNIST-format files.")
         x, y = read(images_path, 3), read(labels_path, 1)
+        if len(x) == 0:  # a well-formed header of 0 images: say so, not "batch_size is larger than 0 examples"
+            raise DlcliError(f"{images_path} holds 0 images: the {split} split needs at least one. Use the full file.")
+        if 0 in x.shape[1:]:
+            raise DlcliError(f"{images_path} holds images of {x.shape[1]}x{x.shape[2]} pixels: nothing to see. Use the full file.")
         if len(x) != len(y):
             raise DlcliError(f"{images_path} holds {len(x)} images but {labels_path} holds {len(y)} labels.")
         out[split] = (x[..., None], y.astype(np.int64))
