@@ -31,6 +31,7 @@ from dlcli.models.image_classifier import (  # noqa: F401
     loss,
     metrics,
     read_inputs,
+    read_instance,
 )
 
 MODERNISES = [

@@ -271,7 +271,7 @@ def after_training(config, splits, model, run_dir):
 def read_inputs(record, inputs):
     features = record.data.feature_names
     if record.data.kind == "table cells":  # raw cells, blanks and categories as found
-        tables = [csv_cells(path, features) for path in inputs]
+        tables = [table_cells(csv_table.load(path, None), features) for path in inputs]
         names = [f"{path}:{row + 2}" for path, table in zip(inputs, tables) for row in range(len(table))]
         return np.concatenate(tables).astype(object), names
     tables = [predict.csv_rows(path, features) for path in inputs]
@@ -279,11 +279,20 @@ def read_inputs(record, inputs):
     return np.concatenate(tables), names
 
 
-def csv_cells(path, features):
-    table = csv_table.load(path, None)
+def read_instance(record, value):
+    """`dlcli serve`'s instance: a row as a JSON object of the CSV's columns, read as that row of
+    a CSV file is (null or "" a blank cell, category strings as in training)."""
+    table = predict.json_row(value, record.data.feature_names)
+    if record.data.kind == "table cells":
+        return table_cells(table, record.data.feature_names)[0]
+    return predict.table_rows(table, record.data.feature_names)[0]
+
+
+def table_cells(table, features):
+    """The model's raw cells (stripped strings) of the named columns, one row per table row."""
     for name in features:
         if name not in table.header:
-            raise DlcliError(f"{path} has no column '{name}', which the model reads. Its columns: {', '.join(table.header)}.")
+            raise DlcliError(f"{table.path} has no column '{name}', which the model reads. Its columns: {', '.join(table.header)}.")
     index = [table.header.index(name) for name in features]
     return np.array([[csv_table.cell(row, i).strip() for i in index] for row in table.rows], object).reshape(len(table.rows), len(features))
 
