@@ -87,7 +87,7 @@ def test_in_the_container_dlcli_takes_on_the_owner_of_the_mounted_runs_folder(tm
     os.chown(runs, 4321, 4322)
     code = (
         "import os, sys\n"
-        "from dlcli import container\n"
+        "from dlcli.runs import container\n"
         f"container.VOLUMES = ({str(runs)!r},)\n"
         "container.mount_points = lambda: set(container.VOLUMES)\n"
         "container.adopt_volume_owner()\n"
