@@ -111,6 +111,15 @@ def test_the_image_installs_every_package_pyproject_ships():
     assert any(re.fullmatch(r'pip install "?\.(\[[^]]*\])?"?', line) for line in instructions("RUN")), instructions("RUN")
 
 
+def test_the_image_installs_the_extras_dlcli_serve_and_tune_need_and_ci_installs_serve():
+    """`docker run ... dlcli serve /runs/NAME` (Vertex AI's custom container) works on the default image."""
+    (extras,) = [a.split("=", 1)[1] for a in instructions("ARG") if a.startswith("EXTRAS=")]
+    defined = PYPROJECT["project"]["optional-dependencies"]
+    assert {"tune", "serve"} <= set(extras.split(",")) <= set(defined), extras
+    assert "dlcli[serve]" in defined["test"]
+    assert {re.match(r"[\w-]+", d).group(0) for d in defined["serve"]} >= {"starlette", "uvicorn", "httptools", "prometheus-client"}
+
+
 def test_the_wheel_holds_every_recipe_and_the_console_script(tmp_path):
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(REPO), "-w", str(tmp_path)],

@@ -22,6 +22,7 @@ from dlcli.cli.commands import (
     plot,
     predict,
     runs,
+    serve,
     show,
     train,
     tune,
@@ -109,6 +110,7 @@ app.command("plot")(plot.plot_command)
 app.command("launch")(launch.launch_command)
 app.command("tune")(tune.tune_command)
 app.command("runs")(runs.runs_command)
+app.command("serve")(serve.serve_command)
 app.add_typer(data_cmd.app, name="data")
 
 
