@@ -151,7 +151,9 @@ def binary(value, what):
 def classify(record, outputs, names, context):
     """One row per input: the top class, its probability, and the top-k classes."""
     classes = record.data.class_names or [str(i) for i in range(outputs.shape[-1])]
-    probabilities = tf.nn.softmax(outputs.astype(np.float32), axis=-1).numpy()
+    logits = outputs.astype(np.float64)  # the softmax in numpy: 10 us a call, where a TensorFlow op costs 100 (dlcli serve calls it per request)
+    exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    probabilities = (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
     rows = []
     for name, p in zip(names, probabilities):
         order = np.argsort(-p)[: context["top_k"]]
