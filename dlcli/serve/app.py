@@ -90,6 +90,7 @@ def create_app(served, settings, on_load_failure=lambda message: None):
     ]
     handlers = {404: not_found, 405: not_allowed}
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+    app.router.redirect_slashes = False  # /health/ is not found, not a 307 to /health
     return AccessLog(app, state, settings)
 
 
@@ -198,14 +199,19 @@ async def predict(state, request):
         raise RequestError(429, f"{state.in_flight} requests are in progress, the most this server takes at once; retry shortly.")
     state.in_flight += 1
     state.metrics.in_flight.inc()
+    state.batcher.expect()
+    submitted = False
     try:
         body = await read_body(request, state.settings.read_timeout)
         loop = asyncio.get_running_loop()
         parsed = await loop.run_in_executor(state.pool, state.served.parse, body)
+        submitted = True
         outputs = await state.batcher.predict(parsed.batch)
         answer = await loop.run_in_executor(state.pool, state.served.answer, outputs, parsed)
         return Response(answer, media_type="application/json")
     finally:
+        if not submitted:
+            state.batcher.give_up()
         state.in_flight -= 1
         state.metrics.in_flight.dec()
 

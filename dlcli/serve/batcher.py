@@ -1,7 +1,9 @@
 """Dynamic batching, as TensorFlow Serving's batcher does it: requests waiting for the model are
 gathered into one call of up to `max_batch` examples; a batch is run when it is full or when
 its first request has waited `timeout` seconds, whichever comes first. Requests that queued
-while the model was busy go into the next call at once, so the batches grow with the load.
+while the model was busy go into the next call at once, so the batches grow with the load. And a
+batch does not wait for requests that are not coming: when no other request is being read or
+decoded (`coming`, counted by the app), it runs at once, so a lone client pays no timeout.
 
 One background task per worker gathers the batches and hands each to a single model thread:
 one model call at a time (TensorFlow uses every core inside it). When a batch fails (an input
@@ -35,6 +37,7 @@ class Batcher:
         self.arrived = asyncio.Event()
         self.model_thread = ThreadPoolExecutor(1, thread_name_prefix="dlcli-model")
         self.task = None
+        self.coming = 0  # requests admitted but not yet submitted (body being read, or decoding)
 
     def start(self):
         self.task = asyncio.get_running_loop().create_task(self.gather(), name="dlcli-batcher")
@@ -54,8 +57,19 @@ class Batcher:
     def queued(self):
         return sum(len(item.batch) for item in self.items)
 
+    def expect(self):
+        """A request is on its way (its body is read and decoded before `predict`)."""
+        self.coming += 1
+
+    def give_up(self):
+        """An expected request will not come (refused, or its client went away)."""
+        self.coming -= 1
+        self.arrived.set()
+
     async def predict(self, batch):
-        """The model's outputs for `batch` (its examples in order), from a shared model call."""
+        """The model's outputs for `batch` (its examples in order), from a shared model call.
+        Called once per `expect`."""
+        self.coming -= 1
         loop = asyncio.get_running_loop()
         item = Item(batch, loop.create_future(), loop.time())
         self.items.append(item)
@@ -79,7 +93,7 @@ class Batcher:
                     await self.arrived.wait()
                     continue
                 remaining = batch[0].arrived + self.timeout - loop.time()
-                if remaining <= 0:
+                if remaining <= 0 or self.coming <= 0:  # the time is up, or nothing else is on its way
                     break
                 try:
                     async with asyncio.timeout(remaining):

@@ -193,9 +193,12 @@ class Served:
                 raise DlcliError(f"a row is a list of {len(data.feature_names)} cells ({', '.join(data.feature_names)}) or an object of them.")
             return np.asarray(self.recipe.read_instance(self.record, dict(zip(data.feature_names, value))))
         try:
-            array = np.asarray(value, np.float64)
-        except (ValueError, TypeError, OverflowError):
-            raise DlcliError(f"not an array of numbers shaped {list(shape)} (nested lists of equal length).") from None
+            array = np.asarray(value)
+        except (ValueError, TypeError, OverflowError):  # ragged lists
+            array = None
+        if array is None or array.dtype.kind not in "iuf":  # strings, booleans, nulls, ints past 64 bits
+            raise DlcliError(f"not an array of numbers shaped {list(shape)} (nested lists of equal length).")
+        array = array.astype(np.float64)
         if array.shape != shape and not (shape[-1] == 1 and array.shape == shape[:-1]):
             raise DlcliError(f"an array shaped {list(array.shape)}; the model reads {list(shape)} per instance.")
         if not np.isfinite(array).all():
