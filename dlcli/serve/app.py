@@ -223,15 +223,19 @@ async def read_body(request, timeout):
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
         raise too_big
-    chunks, size = [], 0
+    chunks = []
+
+    async def receive():
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise too_big
+            chunks.append(chunk)
+
     try:
-        async with asyncio.timeout(timeout):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > MAX_BODY_BYTES:
-                    raise too_big
-                chunks.append(chunk)
-    except TimeoutError:
+        await asyncio.wait_for(receive(), timeout)  # asyncio.timeout needs Python 3.11; pyproject allows 3.10
+    except asyncio.TimeoutError:
         raise RequestError(408, f"the request body did not arrive within {timeout:g} s.", close=True) from None
     return b"".join(chunks)
 

@@ -96,9 +96,8 @@ class Batcher:
                 if remaining <= 0 or self.coming <= 0:  # the time is up, or nothing else is on its way
                     break
                 try:
-                    async with asyncio.timeout(remaining):
-                        await self.arrived.wait()
-                except TimeoutError:
+                    await asyncio.wait_for(self.arrived.wait(), remaining)  # asyncio.timeout needs Python 3.11; pyproject allows 3.10
+                except asyncio.TimeoutError:
                     break
             await self.call(batch)
 
