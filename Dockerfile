@@ -1,11 +1,12 @@
 # dlcli in a container, on the official TensorFlow images (their TF matches pyproject's range).
 #   CPU: docker build -t dlcli .
 #   GPU: docker build --build-arg BASE=tensorflow/tensorflow:2.21.0-gpu -t dlcli:gpu .   (docker run --gpus all ...)
-#   Extras: --build-arg EXTRAS=tune,export adds LiteRT/ONNX/OpenVINO exports (about 300 MB more);
-#   the default, tune, is what `dlcli tune` and Vertex AI's hyperparameter tuning trials need.
+#   Extras: --build-arg EXTRAS=tune,serve,export adds LiteRT/ONNX/OpenVINO exports (about 300 MB more);
+#   the default, tune,serve, is what `dlcli tune`, Vertex AI's hyperparameter tuning trials and
+#   `dlcli serve` (Vertex AI's custom prediction containers: docker run -p 8080:8080 ... dlcli serve /runs/NAME) need.
 ARG BASE=tensorflow/tensorflow:2.21.0
 FROM ${BASE}
-ARG EXTRAS=tune
+ARG EXTRAS=tune,serve
 
 # DLCLI_RUNS: default run folders go to /runs/RECIPE-TIMESTAMP (the volume), not /runs/runs/...
 # DLCLI_CONTAINER: dlcli writes the mounted /runs as its owner (dlcli/runs/container.py).

@@ -15,6 +15,7 @@ Reference: test reconstruction MSE below the PCA-32 MSE on MNIST.
 Reproduce: dlcli train autoencoder --data ../shared/data/mnist
 """
 
+import base64
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -129,19 +130,29 @@ def write_grid(originals, reconstructions, path):
     rundir.atomic_write(path, tf.io.encode_png(grid).numpy())
 
 
-# ## Predict: image files in, reconstructions written out
+# ## Predict: image files in, reconstructions written out (`dlcli serve`: sent back as PNGs)
 
 read_inputs = predict.read_images
 
 
+def read_instance(record, value):
+    return predict.read_image(record, predict.binary(value, "an image"), "this file")
+
+
 def describe(record, outputs, names, context):
-    out_dir = context["out_dir"]
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = context["out_dir"]  # None under `dlcli serve`: the reconstruction goes back as {"b64": PNG}
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
     images = context["batch"]
     rows = []
     for name, image, reconstruction in zip(names, images, outputs):
-        path = out_dir / f"{Path(name).stem}.reconstruction.png"
-        write_grid(image[None], reconstruction[None], path)
         mse = float(np.mean((reconstruction - image.reshape(-1) / 255) ** 2))
-        rows.append({"input": name, "reconstruction": str(path), "mse": round(mse, 5)})
+        if out_dir is None:
+            pixels = np.clip(reconstruction * 255, 0, 255).astype(np.uint8).reshape(image.shape)
+            picture = {"b64": base64.b64encode(tf.io.encode_png(pixels).numpy()).decode("ascii")}
+        else:
+            path = out_dir / f"{Path(name).stem}.reconstruction.png"
+            write_grid(image[None], reconstruction[None], path)
+            picture = str(path)
+        rows.append({"input": name, "reconstruction": picture, "mse": round(mse, 5)})
     return rows

@@ -35,7 +35,7 @@ from dlcli.models import backbones
 from dlcli.models.config import FRACTION, POSITIVE, Range
 
 # The data, loss, metric and predict hooks every image classifier shares:
-from dlcli.models.image_classifier import DATA_KINDS, DATASETS, ImageConfig, describe, load_data, loss, metrics, read_inputs  # noqa: F401
+from dlcli.models.image_classifier import DATA_KINDS, DATASETS, ImageConfig, describe, load_data, loss, metrics, read_inputs, read_instance  # noqa: F401
 
 MODERNISES = [
     ("x = tf.placeholder(tf.float32, [None, 784])", "keras.Input(shape=(28, 28, 1)), batches from tf.data"),

@@ -111,4 +111,4 @@ def inference_model(model, splits):
 
 
 # ## Loss, metric and predict: shared with the transformer (dlcli/data/text.py)
-loss, metrics, read_inputs, describe = text.loss, text.metrics, text.read_texts, text.describe_classes
+loss, metrics, read_inputs, read_instance, describe = text.loss, text.metrics, text.read_texts, text.read_text, text.describe_classes

@@ -279,7 +279,7 @@ def after_training(config, splits, model, run_dir):
 def read_inputs(record, inputs):
     features = record.data.feature_names
     if record.data.kind == "table cells":  # raw cells, blanks and categories as found
-        tables = [csv_cells(path, features, record.data.feature_kinds) for path in inputs]
+        tables = [table_cells(csv_table.load(path, None), features, record.data.feature_kinds) for path in inputs]
         names = [f"{path}:{row + 2}" for path, table in zip(inputs, tables) for row in range(len(table))]
         return np.concatenate(tables).astype(object), names
     tables = [predict.csv_rows(path, features) for path in inputs]
@@ -287,21 +287,29 @@ def read_inputs(record, inputs):
     return np.concatenate(tables), names
 
 
-def csv_cells(path, features, kinds=None):
-    """The feature cells of a CSV as strings, checked as training checked them: numbers float32
-    holds (`csv_table.load`), and in the columns the model read as numbers (`kinds`), only
-    numbers or blanks."""
-    table = csv_table.load(path, None)
+def read_instance(record, value):
+    """`dlcli serve`'s instance: a row as a JSON object of the CSV's columns, read as that row of
+    a CSV file is (null or "" a blank cell, category strings as in training)."""
+    table = predict.json_row(value, record.data.feature_names)
+    if record.data.kind == "table cells":
+        return table_cells(table, record.data.feature_names, record.data.feature_kinds)[0]
+    return predict.table_rows(table, record.data.feature_names)[0]
+
+
+def table_cells(table, features, kinds=None):
+    """The model's raw cells (stripped strings) of the named columns, one row per table row,
+    checked as training checked them: numbers float32 holds (`csv_table.load`), and in the columns
+    the model read as numbers (`kinds`), only numbers or blanks."""
     for name in features:
         if name not in table.header:
-            raise DlcliError(f"{path} has no column '{name}', which the model reads. Its columns: {', '.join(table.header)}.")
+            raise DlcliError(f"{table.path} has no column '{name}', which the model reads. Its columns: {', '.join(table.header)}.")
     index = [table.header.index(name) for name in features]
     cells = [[csv_table.cell(row, i).strip() for i in index] for row in table.rows]
     for line, row in zip(csv_table.line_numbers(table), cells):  # (numbers float32 cannot hold: refused by load)
         for name, kind, text in zip(features, kinds or [], row):
             if kind == "number" and not csv_table.is_number_or_missing(text):
                 raise DlcliError(
-                    f"{path} line {line}: column '{name}' holds {text!r}, not a number; the model read numbers there "
+                    f"{table.path} line {line}: column '{name}' holds {text!r}, not a number; the model read numbers there "
                     "in training. Fix or blank that cell."
                 )
     return np.array(cells, object).reshape(len(table.rows), len(features))

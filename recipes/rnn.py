@@ -16,7 +16,7 @@ from dlcli.core.lazy import keras
 from dlcli.models.config import AT_LEAST_ONE
 
 # The data, loss, metric and predict hooks every image classifier shares:
-from dlcli.models.image_classifier import DATA_KINDS, DATASETS, ImageConfig, describe, load_data, loss, metrics, read_inputs  # noqa: F401
+from dlcli.models.image_classifier import DATA_KINDS, DATASETS, ImageConfig, describe, load_data, loss, metrics, read_inputs, read_instance  # noqa: F401
 
 MODERNISES = [
     ("x = tf.placeholder(tf.float32, [None, 28, 28]); tf.unstack(x, 28, 1)", "keras.Input((28, 28, 1)) + layers.Reshape((28, 28))"),

@@ -283,4 +283,10 @@ def read_inputs(record, inputs):
     return np.stack([audio.read_clip(name, rate, length) for name in inputs]), list(inputs)
 
 
+def read_instance(record, value):
+    """`dlcli serve`'s instance: a .wav file's bytes, read exactly as `read_inputs` reads a file."""
+    rate, (length,) = record.config["sample_rate"], record.data.input_shape
+    return audio.read_clip(predict.binary(value, "a WAV clip"), rate, length, name="this file")
+
+
 describe = predict.classify

@@ -129,4 +129,4 @@ def optimizer(config, learning_rate):
 
 
 # ## Loss, metric and predict: shared with lstm (dlcli/data/text.py)
-loss, metrics, read_inputs, describe = text.loss, text.metrics, text.read_texts, text.describe_classes
+loss, metrics, read_inputs, read_instance, describe = text.loss, text.metrics, text.read_texts, text.read_text, text.describe_classes

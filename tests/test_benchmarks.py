@@ -100,3 +100,40 @@ def test_alternate_gives_each_side_its_own_arguments_and_counts_repeats():
     figures, results = sides.alternate({"a": echo, "b": echo}, {"a": (2,), "b": (5,)}, 2, log=lambda line, **_: lines.append(line))
     assert figures == {"a": [2.0, 2.0], "b": [5.0, 5.0]}
     assert [line.split()[:3] for line in lines] == [["repeat", "1", "a:"], ["repeat", "1", "b:"], ["repeat", "2", "a:"], ["repeat", "2", "b:"]]
+
+
+def test_serve_benchmark_client_speaks_keep_alive_http_and_counts_bad_answers():
+    """benchmarks/serve.py's load client against a stand-in server on loopback: every answer read
+    on kept-alive connections, a non-200 or non-prediction answer counted as an error."""
+    import asyncio
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from benchmarks import serve
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as dlcli serve
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            good = b"good" in body
+            answer = b'{"predictions": []}' if good else b'{"error": "bad"}'
+            self.send_response(200 if good else 400)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        latencies, errors = asyncio.run(serve.load(port, "/v1/models/x:predict", [b'{"good": 1}'], 3, 0.5, 0.1))
+        assert len(latencies) > 3 and not errors
+        latencies, errors = asyncio.run(serve.load(port, "/v1/models/x:predict", [b'{"good": 1}', b'{"bad": 1}'], 2, 0.5, 0.1))
+        assert latencies and errors and all(e.startswith("400") for e in errors)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -10,7 +10,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 # Bottom to top: a module may import its own layer and the ones above it in this list.
-LAYERS = ["dlcli.core", "dlcli.runs", "dlcli.data", "dlcli.models", "recipes", "dlcli.training", "dlcli.tuning", "dlcli.launchers", "dlcli.cli"]
+LAYERS = ["dlcli.core", "dlcli.runs", "dlcli.data", "dlcli.models", "recipes", "dlcli.training", "dlcli.tuning", "dlcli.launchers", "dlcli.serve", "dlcli.cli"]
 ROOT_MODULES = {"dlcli": 0, "dlcli.__main__": len(LAYERS)}  # the version and oneDNN default; `python -m dlcli`
 
 

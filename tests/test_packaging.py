@@ -87,7 +87,7 @@ def test_in_the_container_dlcli_takes_on_the_owner_of_the_mounted_runs_folder(tm
     os.chown(runs, 4321, 4322)
     code = (
         "import os, sys\n"
-        "from dlcli import container\n"
+        "from dlcli.runs import container\n"
         f"container.VOLUMES = ({str(runs)!r},)\n"
         "container.mount_points = lambda: set(container.VOLUMES)\n"
         "container.adopt_volume_owner()\n"
@@ -109,6 +109,15 @@ def test_the_image_installs_every_package_pyproject_ships():
     assert packages <= copied and {"pyproject.toml"} <= copied
     # `pip install .` or with extras, `pip install ".[${EXTRAS}]"`: the project itself, from the copied tree.
     assert any(re.fullmatch(r'pip install "?\.(\[[^]]*\])?"?', line) for line in instructions("RUN")), instructions("RUN")
+
+
+def test_the_image_installs_the_extras_dlcli_serve_and_tune_need_and_ci_installs_serve():
+    """`docker run ... dlcli serve /runs/NAME` (Vertex AI's custom container) works on the default image."""
+    (extras,) = [a.split("=", 1)[1] for a in instructions("ARG") if a.startswith("EXTRAS=")]
+    defined = PYPROJECT["project"]["optional-dependencies"]
+    assert {"tune", "serve"} <= set(extras.split(",")) <= set(defined), extras
+    assert "dlcli[serve]" in defined["test"]
+    assert {re.match(r"[\w-]+", d).group(0) for d in defined["serve"]} >= {"starlette", "uvicorn", "httptools", "prometheus-client"}
 
 
 def test_the_wheel_holds_every_recipe_and_the_console_script(tmp_path):

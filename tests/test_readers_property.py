@@ -154,7 +154,7 @@ def test_any_csv_gives_predict_inputs_or_one_error(tmp_path_factory, raw, featur
             rows = predict.csv_rows(path, features)
             assert rows.dtype == np.float32 and float32_finite(rows)
         else:  # the raw-cells model's, with the kinds training found
-            cells = regression.csv_cells(path, features, ["number"] + ["category"] * (len(features) - 1))
+            cells = regression.table_cells(csv_table.load(path, None), features, ["number"] + ["category"] * (len(features) - 1))
             assert all(csv_table.is_number_or_missing(c) for c in cells[:, 0])
             assert float32_finite(numbers(cells))
     except DlcliError as e:

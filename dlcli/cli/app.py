@@ -13,7 +13,7 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from dlcli import __version__
-from dlcli.cli.commands import data_cmd, evaluate, export, launch, list_recipes, plot, predict, runs, show, train, tune
+from dlcli.cli.commands import data_cmd, evaluate, export, launch, list_recipes, plot, predict, runs, serve, show, train, tune
 from dlcli.core.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, DlcliError
 
 # TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notes) buries the output of a CLI;
@@ -97,6 +97,7 @@ app.command("plot")(plot.plot_command)
 app.command("launch", cls=launch.LaunchCommand)(launch.launch_command)
 app.command("tune")(tune.tune_command)
 app.command("runs")(runs.runs_command)
+app.command("serve")(serve.serve_command)
 app.add_typer(data_cmd.app, name="data")
 
 

@@ -25,3 +25,9 @@ class WriteError(DlcliError):
     """
 
     exit_code = EXIT_UNEXPECTED
+
+
+def json_type(value):
+    """The JSON name of a parsed value's type ("object", "array", ...), for messages about what a client sent."""
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null", int: "number", float: "number"}
+    return names.get(type(value), type(value).__name__)

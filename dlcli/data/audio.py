@@ -12,6 +12,7 @@ Stereo (or more channels) is mixed down to mono; other sample rates are resample
 is not a PCM WAV, or holds no samples, is refused with one line naming it.
 """
 
+import io
 import re
 import wave
 from collections import Counter
@@ -29,23 +30,28 @@ MIN_RATE, MAX_RATE = 1000, 768000  # real recorders: 8 kHz telephony to 768 kHz 
 FSDD_TEST_INDICES = range(5)  # the official split: recordings 0-4 of each digit and speaker are the test set
 
 
-def read_wav(path):
-    """(samples, rate) of a PCM WAV file: float32 in [-1, 1], mono (channels averaged)."""
+def read_wav(path, name=None):
+    """(samples, rate) of a PCM WAV file (a path, or the file's bytes, called `name` in errors):
+    float32 in [-1, 1], mono (channels averaged)."""
+    if isinstance(path, bytes):
+        name, path = name or "the clip", io.BytesIO(path)
+    else:
+        name, path = name or path, str(path)
     try:
-        with wave.open(str(path), "rb") as f:
+        with wave.open(path, "rb") as f:
             channels, width, rate, frames = f.getnchannels(), f.getsampwidth(), f.getframerate(), f.getnframes()
             raw = f.readframes(frames)
     except (wave.Error, EOFError, RuntimeError, ValueError) as e:  # the wave module raises RuntimeError on a damaged chunk
-        raise DlcliError(f"{path} is not a PCM WAV file ({e or type(e).__name__}).") from None
+        raise DlcliError(f"{name} is not a PCM WAV file ({e or type(e).__name__}).") from None
     except OSError as e:
-        raise DlcliError(f"cannot read {path}: {e.strerror or e}") from None
+        raise DlcliError(f"cannot read {name}: {e.strerror or e}") from None
     if width not in (1, 2, 3, 4):
-        raise DlcliError(f"{path} has {8 * width}-bit samples; 8, 16, 24 or 32-bit PCM WAV is supported.")
+        raise DlcliError(f"{name} has {8 * width}-bit samples; 8, 16, 24 or 32-bit PCM WAV is supported.")
     if not MIN_RATE <= rate <= MAX_RATE:  # a damaged header: resampling from it would need gigabytes
-        raise DlcliError(f"{path} declares a sample rate of {rate} Hz; {MIN_RATE}-{MAX_RATE} Hz PCM WAV is supported.")
+        raise DlcliError(f"{name} declares a sample rate of {rate} Hz; {MIN_RATE}-{MAX_RATE} Hz PCM WAV is supported.")
     frames = len(raw) // (width * channels)
     if frames == 0:
-        raise DlcliError(f"{path} is an empty clip (0 samples).")
+        raise DlcliError(f"{name} is an empty clip (0 samples).")
     raw = raw[: frames * width * channels]
     if width == 1:  # 8-bit WAV is unsigned
         samples = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128) / 128
@@ -79,10 +85,10 @@ def fit_length(samples, length):
     return np.pad(samples, (before, length - len(samples) - before))
 
 
-def read_clip(path, rate, length=None):
+def read_clip(path, rate, length=None, name=None):
     """The mono clip at `rate` Hz, fitted to `length` samples when given: what the model reads,
-    for training, evaluation and predict alike."""
-    samples, file_rate = read_wav(path)
+    for training, evaluation, predict and serve alike (`path` may be a WAV file's bytes)."""
+    samples, file_rate = read_wav(path, name)
     samples = resample(samples, file_rate, rate)
     return samples if length is None else fit_length(samples, length)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from dlcli import data
-from dlcli.core.errors import DlcliError
+from dlcli.core.errors import DlcliError, json_type
 from dlcli.core.lazy import keras, tf
 from dlcli.data.sources import tfds
 from dlcli.data.sources.aclimdb import one_line
@@ -109,6 +109,16 @@ def metrics(config):
 def read_texts(record, inputs):
     texts = [one_line(read_text_file(x) if Path(x).is_file() else x) for x in inputs]
     return np.array(texts, object), [x if len(x) <= 40 else x[:37] + "..." for x in inputs]
+
+
+def read_text(record, value):
+    """`dlcli serve`'s instance: a text (a JSON string), or a text file's bytes ({"b64": ...}),
+    read as `read_texts` reads a text or a text file. A string is never taken for a file name."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")  # one_line joins \r\n as read_text's newlines
+    if not isinstance(value, str):
+        raise DlcliError(f"send a text as a JSON string (or a text file as {{\"b64\": ...}}), not as a JSON {json_type(value)}.")
+    return np.array(one_line(value), object)
 
 
 def describe_classes(record, outputs, names, context):

@@ -210,6 +210,25 @@ def keras_runner(model):
     return lambda x: np.asarray(model.predict(as_tensor(x), verbose=0))
 
 
+def compiled_runner(model):
+    """A loaded Keras model as one traced function of any batch size: `model(x, training=False)`,
+    what `model.predict` runs for each batch, without the data pipeline it sets up on every call
+    (about 60 ms, against 1 ms for a call of the cnn on one image). Numpy in, numpy out."""
+    from dlcli.core.lazy import tf
+
+    source = model.inputs[0]
+    signature = tf.TensorSpec([None, *source.shape[1:]], source.dtype)
+    call = tf.function(lambda x: model(x, training=False), input_signature=[signature])
+
+    def run(x):
+        x = np.asarray(x)
+        if x.dtype.kind in "OU":  # texts, a table's raw cells
+            return call(tf.constant(x.astype(str))).numpy()
+        return call(tf.constant(x.astype(signature.dtype.as_numpy_dtype, copy=False))).numpy()
+
+    return run
+
+
 def runner(kind, path, export_info):
     """A function from a batch of raw inputs (numpy) to the model's outputs (numpy), running
     the export at `path` in its own runtime. `export_info` is the sidecar's "export" block."""

@@ -42,3 +42,8 @@ def metrics(config):
 # Predict: image files in (any size, grey or colour, converted to the model's input), classes out
 read_inputs = predict.read_images
 describe = predict.classify
+
+
+def read_instance(record, value):
+    """`dlcli serve`'s instance: an image file's bytes, decoded as `read_inputs` decodes a file."""
+    return predict.read_image(record, predict.binary(value, "an image"), "this file")

@@ -75,6 +75,12 @@ class OptionalHooks(Protocol):
     def inference_model(self, model, splits):
         """-> the model to save, taking raw inputs, when `splits.preprocess` preprocesses them"""
 
+    def read_instance(self, record, value):
+        """-> one example of the model's raw input from one instance a `dlcli serve` client sent:
+        bytes (a file's contents: an image, a .wav clip), a str (a text) or a dict (a table row by
+        column), read by the same function `read_inputs` reads files with. Without it, the
+        recipe is served raw arrays only (lists shaped like the model's input)"""
+
 
 def _hooks(protocol):
     """{name: parameter names} of a Protocol's functions (without self)."""

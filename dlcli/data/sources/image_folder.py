@@ -13,6 +13,7 @@ It is one module of over 400 lines because the source table takes one module per
 the layouts, the header checks and the decoder are this one format's reader.
 """
 
+import io
 import os
 import warnings
 from collections import Counter
@@ -76,14 +77,15 @@ def layout(root):
 
 
 def check_image(path, full=False):
-    """None if `path` is an image dlcli can decode within the pixel budget, else why not. Cheap
+    """None if `path` (a file, or an image file's bytes) is an image dlcli can decode within the
+    pixel budget, else why not. Cheap
     enough for every file of a folder (about 50 us): the header's size and the file's last
     bytes. Only a JPEG without its end marker (a trailer, or cut short), a BMP, and a file
     whose size is not parsed here (WebP, TIFF) are decoded in full, by the decoder training uses.
     With `full` (what `skip_bad` asks for), every file is decoded: damage inside a file whose
     header and end are intact is found too (about 1 ms a file, not 50 us)."""
     try:
-        with open(path, "rb") as f:
+        with io.BytesIO(path) if isinstance(path, bytes) else open(path, "rb") as f:
             head = f.read(HEAD)
             size = f.seek(0, os.SEEK_END)
             f.seek(max(0, size - TAIL))
@@ -107,24 +109,26 @@ def check_image(path, full=False):
 
 
 def tensorflow_check(path, kind):
-    """Why TensorFlow's decoder (the one training uses for JPEG, PNG, GIF, BMP) fails on `path`."""
+    """Why TensorFlow's decoder (the one training uses for JPEG, PNG, GIF, BMP) fails on `path`
+    (a file, or its bytes)."""
     from dlcli.core.lazy import tf
 
     try:
-        tf.io.decode_image(tf.io.read_file(str(path)), channels=0, expand_animations=False)
+        contents = tf.constant(path) if isinstance(path, bytes) else tf.io.read_file(str(path))
+        tf.io.decode_image(contents, channels=0, expand_animations=False)
     except (tf.errors.OpError, ValueError) as e:
         return f"damaged or truncated {kind} ({type(e).__name__})"
     return None
 
 
 def pillow_check(path, kind):
-    """Why Pillow cannot fully decode `path` within the pixel budget, or None."""
+    """Why Pillow cannot fully decode `path` (a file, or its bytes) within the pixel budget, or None."""
     from PIL import Image
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # DecompressionBombWarning: the budget below decides
-            with Image.open(path) as image:
+            with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as image:
                 width, height = image.size
                 if width * height > MAX_PIXELS:
                     return f"{width}x{height} pixels, over the budget of {MAX_PIXELS:,} pixels per image"
@@ -364,6 +368,15 @@ def decoder(shape, resize="stretch"):
     any format and mode, alpha dropped, grey <-> colour converted, resized by `resize`."""
     from dlcli.core.lazy import tf
 
+    decode = contents_decoder(shape, resize)
+    return lambda path: decode(tf.io.read_file(path))
+
+
+def contents_decoder(shape, resize="stretch"):
+    """`decoder`'s conversion from an image file's contents (a string tensor): what `dlcli
+    serve` calls on the bytes a client sends, and `decoder` on the bytes of a file."""
+    from dlcli.core.lazy import tf
+
     height, width, channels = shape
     if resize not in RESIZE_MODES:
         raise DlcliError(f"resize must be one of {', '.join(RESIZE_MODES)}. Received: resize={resize}")
@@ -392,8 +405,7 @@ def decoder(shape, resize="stretch"):
             (tf.io.is_jpeg(contents), lambda: tf.reduce_prod(tf.cast(tf.image.extract_jpeg_shape(contents)[:2], tf.int64))),
         ], default=lambda: tf.constant(0, tf.int64))
 
-    def decode(path):
-        contents = tf.io.read_file(path)
+    def decode(contents):
         head = tf.strings.substr(contents, 0, 4)
         tf.debugging.assert_less_equal(
             declared_pixels(contents, head), tf.constant(MAX_PIXELS, tf.int64),
