@@ -85,13 +85,17 @@ class Config(ImageConfig):
     fine_tune_layers: Annotated[int, Range(0, 10_000)] = 30  # how many of the backbone's top layers fine-tuning unfreezes (0: none)
     fine_tune_lr: Annotated[float, POSITIVE] = 1e-5  # the rate while fine-tuning (the guide's: far below the head's)
 
-    def validate(self):
-        """Resolves the automatic values (recorded in config.json as chosen) and checks the backbone's."""
+    def __post_init__(self):
+        """The automatic values, resolved as the config is made (config.json records what was chosen)."""
         if self.lr_schedule == "auto":
             self.lr_schedule = "constant" if self.backbone else "cosine"
         if self.backbone:
             self.image_size = self.image_size or str(backbones.BACKBONES[self.backbone].size)  # decoded at the backbone's size
             self.channels = self.channels or 3
+
+    def validate(self):
+        """Checks the backbone's settings, then every recipe's."""
+        if self.backbone:
             if self.lr_schedule != "constant":
                 raise DlcliError("a backbone trains at a constant rate per phase (learning_rate, then fine_tune_lr). Received: lr_schedule=cosine")
             if self.fine_tune_layers and self.fine_tune_epochs >= self.epochs:

@@ -249,11 +249,13 @@ def test_cpp_log_lines_after_start_up_are_filtered_for_the_whole_process():
     """What the CLI does (`main()` calls `filter_for_process`) against the import-only filter
     and DLCLI_DEBUG=1: the probe is a real C++ log line (the last two show it, in absl's
     format), and only the whole-process filter keeps it off stderr, Python's lines passing."""
-    filtered = dlcli(python=PROBE.format(setup="lazy.filter_for_process()"))
+    # TensorFlow's own level, whatever an earlier test left in this process' environment: all C++ lines
+    loud = {"TF_CPP_MIN_LOG_LEVEL": "0", "DLCLI_DEBUG": ""}
+    filtered = dlcli(python=PROBE.format(setup="lazy.filter_for_process()"), env=loud)
     assert filtered.returncode == 0 and filtered.stderr.splitlines() == ["dlcli: a Python line"], filtered.stderr
-    import_only = dlcli(python=PROBE.format(setup=""))
+    import_only = dlcli(python=PROBE.format(setup=""), env=loud)
     assert any(line.startswith("E") and "logging_ops.cc" in line and "dlcli-probe" in line for line in import_only.stderr.splitlines()), import_only.stderr
-    debug = dlcli(python=PROBE.format(setup="lazy.filter_for_process()"), env={"DLCLI_DEBUG": "1"})
+    debug = dlcli(python=PROBE.format(setup="lazy.filter_for_process()"), env={**loud, "DLCLI_DEBUG": "1"})
     assert "dlcli-probe" in debug.stderr and "dlcli: a Python line" in debug.stderr
 
 
