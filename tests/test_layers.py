@@ -45,8 +45,10 @@ def imports(path, name, known):
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([node.module] if node.module else []))
-            # `from package import module` imports the module; `from module import name`, the module
-            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names]
+            # `from module import name` imports the module; `from package import module`, the module
+            # and the package (Python runs its __init__ first, so a package that imports the
+            # module back is a circle)
+            targets = [base] + [f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in known]
         else:
             continue
         found += [(node.lineno, target) for target in dict.fromkeys(targets) if target in known and target != name]
@@ -66,6 +68,7 @@ def upward_imports(edges, modules, root=REPO):
         for source, targets in sorted(edges.items())
         for line, target in targets
         if layer_of(target) > layer_of(source)
+        and not any(other.startswith(target + ".") for at, other in targets if at == line)  # the module, not also its package
     ]
 
 

@@ -34,7 +34,7 @@ def check_dataset(config, datasets, recipe):
 
 def load_local(config, kinds):
     """The `Dataset` or `Table` of `config.data`, read by the source that recognises it."""
-    from dlcli.data import sources
+    import dlcli.data.sources as sources  # not `from dlcli.data import`: the package imports this module
 
     path = remote.local_data(config.data)  # a gs:// URL is read from its copy in the cache
     return sources.find(str(path), kinds).load(path, config)

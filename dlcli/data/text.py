@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from dlcli import data
 from dlcli.core.errors import DlcliError, json_type
 from dlcli.core.lazy import keras, tf
+from dlcli.data.loading import load_local
 from dlcli.data.sources import tfds
 from dlcli.data.sources.aclimdb import one_line
+from dlcli.data.splits import Splits, holdout, is_classes
 
 DATASETS = {
     "imdb_reviews": "IMDB movie reviews, 25k train / 25k test (tensorflow-datasets; downloads once)",
@@ -30,7 +31,7 @@ def load_splits(config):
     padded or cut to `config.sequence_length`."""
     class_names = ["negative", "positive"]
     if config.data is not None:
-        found = data.load_local(config, DATA_KINDS)
+        found = load_local(config, DATA_KINDS)
         train, test, source, class_names = found.train, found.test, found.description, found.class_names
     elif config.dataset == "synthetic":
         train, test, source = synthetic_reviews(2000, seed=0), synthetic_reviews(500, seed=1), "synthetic reviews"
@@ -38,14 +39,14 @@ def load_splits(config):
         builder = tfds.builder("imdb_reviews", config.data_dir)
         train, test = (decode_tfds(tfds.arrays(builder, split)) for split in ("train", "test"))
         source = "tensorflow-datasets imdb_reviews"
-    if data.is_classes(train[1]):  # own texts, integer labels: a stratified, shuffled holdout
-        train, val = data.holdout(train, config.validation_split, seed=config.seed)
+    if is_classes(train[1]):  # own texts, integer labels: a stratified, shuffled holdout
+        train, val = holdout(train, config.validation_split, seed=config.seed)
         if len(class_names) == 2:  # one sigmoid output reads float labels
             train, val, test = ((x, y.astype(np.float32)[:, None]) for x, y in (train, val, test))
     else:
         # Reviews arrive grouped by label; mix them (fixed seed) before the validation tail is cut.
         order = np.random.default_rng(0).permutation(len(train[0]))
-        train, val = data.holdout((train[0][order], train[1][order]), config.validation_split)
+        train, val = holdout((train[0][order], train[1][order]), config.validation_split)
     vectorize = keras.layers.TextVectorization(
         max_tokens=config.vocab_size, output_sequence_length=config.sequence_length
     )
@@ -56,7 +57,7 @@ def load_splits(config):
             f"the training texts of {source} hold no words (empty, or only punctuation and spaces): "
             "nothing to learn from. Check the files, or name the text column with --set text_column=NAME."
         )
-    return data.Splits(
+    return Splits(
         train=train, val=val, test=test, input_shape=(config.sequence_length,), source=source,
         num_classes=len(class_names), class_names=class_names, preprocess=vectorize, kind="text",
     )
@@ -139,6 +140,6 @@ def describe_classes(record, outputs, names, context):
 def read_text_file(path):
     """A text file given to predict, in whatever encoding `encodings` recognises (undecodable
     bytes replaced: a prediction needs the text, not a refusal)."""
-    from dlcli.data import encodings
+    import dlcli.data.encodings as encodings
 
     return encodings.decode(Path(path).read_bytes(), path, "auto", "replace")[0]

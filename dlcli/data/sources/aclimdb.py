@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+import dlcli.data.archive as tar_archive
 from dlcli.core.errors import DlcliError
-from dlcli.data import archive as tar_archive
 from dlcli.data.splits import Dataset, printable
 
 NAME = "aclImdb movie reviews (a folder or .tar.gz with train/{pos,neg} and test/{pos,neg} .txt files)"

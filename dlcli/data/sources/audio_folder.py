@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+import dlcli.data.audio as audio
 from dlcli.core.errors import DlcliError
-from dlcli.data import audio
 from dlcli.data.splits import stratified_split
 
 NAME = "a folder of WAV clips (FSDD-named, or one subfolder per class)"

@@ -3,8 +3,8 @@ name; `?` marks a missing horsepower. Read as a table whose default target is `m
 
 from pathlib import Path
 
+import dlcli.data.sources.csv_table as csv_table
 from dlcli.core.errors import DlcliError
-from dlcli.data.sources import csv_table
 from dlcli.data.splits import Table
 
 NAME = "the UCI Auto MPG file (auto-mpg.data)"

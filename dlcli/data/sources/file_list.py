@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+import dlcli.data.sources.image_folder as image_folder
 from dlcli.core.errors import DlcliError
-from dlcli.data.sources import image_folder
 from dlcli.data.splits import Dataset, Files, stratified_split
 
 NAME = "a list of image files and labels (PATH,LABEL per line; .txt, .csv, .tsv)"

@@ -8,9 +8,10 @@ line counts the files read as something else than UTF-8."""
 from collections import Counter
 from pathlib import Path
 
+import dlcli.data.encodings as encodings
+import dlcli.data.sources.image_folder as image_folder
+import dlcli.data.sources.text_table as text_table
 from dlcli.core.errors import DlcliError
-from dlcli.data import encodings
-from dlcli.data.sources import image_folder, text_table
 from dlcli.data.splits import NOT_UTF8, utf8_name
 
 NAME = "a folder of .txt files in class subfolders (train/ test/ optional)"

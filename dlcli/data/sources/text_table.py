@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+import dlcli.data.encodings as encodings
 from dlcli.core.errors import DlcliError
-from dlcli.data import encodings
 from dlcli.data.splits import Dataset, stratified_split
 
 NAME = "a CSV/TSV/JSON Lines file of texts and labels (text_column, label_column)"

@@ -8,9 +8,9 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+import dlcli.data.sources.auto_mpg as auto_mpg
 from dlcli.core.errors import DlcliError
 from dlcli.core.lazy import import_tensorflow
-from dlcli.data.sources import auto_mpg
 
 # Plain-file downloads (not tensorflow-datasets): name -> (url, file name in the Keras cache)
 DOWNLOADS = {"auto_mpg": (auto_mpg.URL, auto_mpg.FILENAME)}
