@@ -108,6 +108,7 @@ def test_a_backbone_run_exports_to_every_format_and_each_export_predicts(tmp_pat
         assert json.loads(out)[0]["class"] == expected["class"], exported.name
 
 
+@pytest.mark.slow  # two more trainings; the weights=PATH path of .weights.h5 files runs in the default suite
 def test_a_backbone_reused_from_a_keras_model(tmp_path):
     """weights=PATH may be a .keras model holding the backbone: here, the first run's."""
     weights = weights_file(tmp_path, "mobilenet_v3_small")
