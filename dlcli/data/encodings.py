@@ -64,8 +64,11 @@ def decode(raw, path, encoding, errors="strict", guess=None):
     """(text, the encoding used, lines with replaced bytes) of one file's bytes; `guess` is the
     corpus' detected encoding, tried before detecting this file alone."""
     used = encoding if encoding != "auto" else by_bom_or_utf8(raw)
-    if used is None:
-        used = next((g for g in (guess, detect(raw)) if g and fits(raw, g)), None) or guess or "utf-8"
+    if used is None and guess and fits(raw, guess):
+        used = guess
+    if used is None:  # only now this file alone: detection is the slow part
+        alone = detect(raw)
+        used = alone if alone and fits(raw, alone) else guess or "utf-8"
     try:
         return raw.decode(used), used, 0
     except UnicodeDecodeError as e:
