@@ -31,6 +31,7 @@ from typing import Annotated, Literal
 from dlcli.core import ui
 from dlcli.core.errors import DlcliError
 from dlcli.core.lazy import keras
+from dlcli.data.sources import image_folder
 from dlcli.models import backbones
 from dlcli.models.config import FRACTION, POSITIVE, Range
 
@@ -190,7 +191,7 @@ def photo_blocks(x, widths=(32, 64, 128)):
 
 def backbone_model(config, splits):
     layers = keras.layers
-    size = tuple(int(v) for v in config.image_size.lower().split("x")) * (1 if "x" in config.image_size.lower() else 2)
+    size = image_folder.parse_size(config.image_size)  # the folder decoder's own reading of image_size
     inputs = keras.Input(shape=splits.input_shape)
     x = inputs
     if splits.input_shape[-1] == 1:  # grey arrays (MNIST, digits): the backbone reads colour
