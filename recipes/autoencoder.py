@@ -136,7 +136,7 @@ read_inputs = predict.read_images
 
 
 def read_instance(record, value):
-    return predict.read_image(record, predict.binary(value, "an image"), "this file")
+    return predict.checked_image(predict.binary(value, "an image"), "this file")  # decoded with its batch
 
 
 def describe(record, outputs, names, context):

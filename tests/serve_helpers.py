@@ -31,7 +31,7 @@ class Server:
     `wait_ready` polls the health route and keeps the statuses it saw; `stop` sends SIGTERM."""
 
     def __init__(self, model, *args, log, env=None, port=None, health="/health", cwd=REPO):
-        self.port = port or free_port()
+        self.model, self.port = model, port or free_port()
         self.health = health
         self.log = Path(log)
         self.statuses = []

@@ -241,3 +241,50 @@ def test_a_flood_of_good_requests_past_the_admission_limit_is_answered_or_refuse
     assert {status for status, _ in answers} <= {200, 429}, {status for status, _ in answers}
     assert sum(status == 200 for status, _ in answers) >= 64
     assert all(len(answer["predictions"]) == MAX_BATCH for status, answer in answers if status == 200)
+
+
+def test_an_image_that_passes_its_header_check_but_does_not_decode_fails_alone_in_a_shared_batch(server):
+    """A batch's images are decoded together in one call; one that breaks that call (its header
+    and end marker are fine, its pixel data is not) is found by decoding each request, then each
+    image, alone: its request gets a 400 naming the instance, every other request its own answer."""
+    rng = np.random.default_rng(1)
+    files = []
+    for _ in range(8):
+        pixels = rng.integers(0, 256, (28, 28), np.uint8)
+        files.append(png_of(pixels))
+    want = [server.predict(PREDICT, {"instances": [b64(data)]})["predictions"][0] for data in files]
+    broken = png(9000, 9000, rows=1)  # within the pixel budget, complete as far as the header check reads
+    requests = [{"instances": [b64(data)]} for data in files] + [{"instances": [b64(files[0]), b64(files[1]), b64(broken)]}] * 4
+    with ThreadPoolExecutor(len(requests)) as pool:
+        answers = list(pool.map(lambda body: post(server.port, body), requests * 3))
+    for body, (status, answer) in zip(requests * 3, answers):
+        if len(body["instances"]) == 1:
+            assert status == 200, answer[:300]
+            got, expected = json.loads(answer)["predictions"][0], want[files.index(base64.b64decode(body["instances"][0]["b64"]))]
+            assert got["class"] == expected["class"] and got["probability"] == pytest.approx(expected["probability"], abs=1e-3)  # batch size moves the 4th decimal
+        else:
+            assert status == 400 and json.loads(answer)["error"].startswith("instance 2: this file is not an image"), answer[:300]
+
+
+def png_of(pixels):
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_one_request_a_call_decodes_images_as_it_reads_them_with_the_same_answers(server, tmp_path):
+    """--max-batch 1 has no batch to decode images with: they are decoded as requests are read,
+    to the same predictions, and a broken one is refused in the same words."""
+    pixels = np.random.default_rng(2).integers(0, 256, (28, 28), np.uint8)
+    good, broken = {"instances": [b64(png_of(pixels))]}, {"instances": [b64(png(9000, 9000, rows=1))]}
+    want = server.predict(PREDICT, good)
+    with Server(server.model, "--max-batch", 1, log=tmp_path / "one.log") as one:
+        one.wait_ready()
+        assert one.predict(PREDICT, good) == want
+        status, answer = post(one.port, broken)
+        assert status == 400 and json.loads(answer)["error"].startswith("instance 0: this file is not an image"), answer[:300]
+        assert one.stop() == 0

@@ -45,5 +45,6 @@ describe = predict.classify
 
 
 def read_instance(record, value):
-    """`dlcli serve`'s instance: an image file's bytes, decoded as `read_inputs` decodes a file."""
-    return predict.read_image(record, predict.binary(value, "an image"), "this file")
+    """`dlcli serve`'s instance: an image file's bytes, checked; decoded with the rest of its
+    batch by the function `read_inputs` decodes a file with (predict.ImageBytes)."""
+    return predict.checked_image(predict.binary(value, "an image"), "this file")

@@ -119,16 +119,39 @@ def read_image(record, source, name):
     """One image, a file or its bytes (`source`), as the uint8 array the model reads: checked
     (header, pixel budget, completeness) before it is decoded, then converted by the function
     that decoded the training images. `name` is what errors call it."""
+    return decode_images(record, [checked_image(source, name)], [name])[0]
+
+
+def checked_image(source, name):
+    """`source` (a file, or an image file's bytes) as `ImageBytes` once its header, pixel
+    budget and completeness are checked; `name` is what the refusal calls it."""
     from dlcli.data.sources import image_folder
 
     why = image_folder.check_image(source)
     if why is not None:
         raise image_folder.bad_image_error(name, why, "use another file" if isinstance(source, Path) else "send another")
-    decode = image_decoder(tuple(record.data.input_shape), record.config.get("resize", "stretch"))
+    return ImageBytes(source if isinstance(source, bytes) else Path(source).read_bytes())
+
+
+class ImageBytes(bytes):
+    """An image file's contents, checked by `checked_image` and not decoded yet: `dlcli serve`
+    decodes a batch's images together (`decode_images`), in one call of the decoder."""
+
+
+def decode_images(record, images, names):
+    """`images` (ImageBytes) as one uint8 batch, converted by the function that decoded the
+    training images: in one call for a batch (0.05 ms an image at 64, on a 2-core Zen 4 VM),
+    alone for one (0.4 ms; a one-image batch would cost 0.5). A batch that fails is decoded
+    image by image, so that the refusal names the image (`names`) that is not one."""
+    shape, resize = tuple(record.data.input_shape), record.config.get("resize", "stretch")
     try:
-        return decode(tf.constant(source) if isinstance(source, bytes) else tf.io.read_file(str(source))).numpy()
+        if len(images) == 1:
+            return image_decoder(shape, resize)(tf.constant(images[0]))[None].numpy()
+        return batch_image_decoder(shape, resize)(tf.constant(list(images))).numpy()
     except Exception:  # TensorFlow's and Pillow's decoders raise many kinds
-        raise DlcliError(f"{name} is not an image this model can read ({', '.join(sorted(IMAGE_SUFFIXES))}).") from None
+        if len(images) > 1:
+            return np.concatenate([decode_images(record, [image], [name]) for image, name in zip(images, names)])
+        raise DlcliError(f"{names[0]} is not an image this model can read ({', '.join(sorted(IMAGE_SUFFIXES))}).") from None
 
 
 @functools.lru_cache(maxsize=8)
@@ -138,6 +161,30 @@ def image_decoder(shape, resize):
     from dlcli.data.sources import image_folder
 
     return tf.function(image_folder.contents_decoder(shape, resize), input_signature=[tf.TensorSpec([], tf.string)])
+
+
+@functools.lru_cache(maxsize=8)
+def batch_image_decoder(shape, resize):
+    """`image_decoder` mapped over a batch of image files in one traced call (the same ops,
+    image by image: the pixels are those of `image_decoder`, to the bit)."""
+    from dlcli.data.sources import image_folder
+
+    decode = image_folder.contents_decoder(shape, resize)
+    signature = tf.TensorSpec(shape, tf.uint8)
+    return tf.function(lambda contents: tf.map_fn(decode, contents, fn_output_signature=signature),
+                       input_signature=[tf.TensorSpec([None], tf.string)])
+
+
+def stack_examples(record, examples, names):
+    """The model's input batch from `examples`: arrays, and ImageBytes decoded together."""
+    encoded = [i for i, example in enumerate(examples) if isinstance(example, ImageBytes)]
+    if not encoded:
+        return np.stack(examples)
+    decoded = decode_images(record, [examples[i] for i in encoded], [names[i] for i in encoded])
+    examples = list(examples)
+    for i, image in zip(encoded, decoded):
+        examples[i] = image
+    return np.stack(examples)
 
 
 def binary(value, what):

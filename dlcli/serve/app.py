@@ -11,7 +11,8 @@ routes over one predict path, `/metrics`, JSON errors, and one access-log line p
 
 A predict request goes: admitted (at most `max_in_flight` at a time, else 429), its body read
 under a deadline and Vertex AI's 1.5 MB limit (413), parsed and decoded in the decode thread
-pool, computed in a shared batch (`batcher`), and formatted in the pool again. Every error is
+pool (an image file is only checked there: it is decoded with its batch), computed in a shared
+batch (`batcher`), and formatted in the pool again. Every error is
 {"error": "..."} with a 4xx status; an unexpected one is a JSON 500 and one log line.
 """
 
@@ -74,7 +75,8 @@ def create_app(served, settings, on_load_failure=lambda message: None):
         loop = asyncio.get_running_loop()
         threads = settings.decode_threads or min(8, max(2, os.cpu_count() or 2))
         state.pool = ThreadPoolExecutor(threads, thread_name_prefix="dlcli-decode")
-        state.batcher = Batcher(lambda x: served.runner(x), settings.max_batch, settings.batch_timeout, state.metrics)
+        state.batcher = Batcher(lambda x: served.runner(x), settings.max_batch, settings.batch_timeout, state.metrics,
+                                prepare=served.prepare)
         state.batcher.start()
         threading.Thread(target=load, args=(state, loop), name="dlcli-load", daemon=True).start()
         yield
@@ -206,7 +208,7 @@ async def predict(state, request):
         loop = asyncio.get_running_loop()
         parsed = await loop.run_in_executor(state.pool, state.served.parse, body)
         submitted = True
-        outputs = await state.batcher.predict(parsed.batch)
+        parsed.batch, outputs = await state.batcher.predict(parsed.examples)
         answer = await loop.run_in_executor(state.pool, state.served.answer, outputs, parsed)
         return Response(answer, media_type="application/json")
     finally:

@@ -44,12 +44,14 @@ class RequestError(Exception):
 
 @dataclass
 class Parsed:
-    """A predict request, decoded: the batch its instances make, and how to answer it."""
+    """A predict request, read: its examples (arrays, or image files decoded with the rest of
+    the batch they join: predict.ImageBytes), and how to answer it."""
 
-    batch: np.ndarray
+    examples: list
     names: list
     top_k: int
     key: str  # "predictions" (row format, "instances") or "outputs" (columnar, "inputs")
+    batch: np.ndarray = None  # the examples as the model read them, once computed
 
 
 @dataclass
@@ -73,10 +75,11 @@ class Served:
         the first request does not pay for tracing and a model that cannot run fails now."""
         self.runner = predict.predictor(self.kind, self.artifact, self.unsafe, compiled=True)
         blank = self.blank_example()
-        if self.record.data.kind == "images" and hasattr(self.recipe, "read_instance"):  # trace the image decoder too
+        if self.record.data.kind == "images" and hasattr(self.recipe, "read_instance"):  # trace the image decoders too (alone, batched)
             from dlcli.core.lazy import tf
 
-            self.recipe.read_instance(self.record, tf.io.encode_png(blank if blank.ndim == 3 else blank[..., None]).numpy())
+            image = self.recipe.read_instance(self.record, tf.io.encode_png(blank if blank.ndim == 3 else blank[..., None]).numpy())
+            self.prepare([[image], [image]]), self.prepare([[image]])
         outputs = self.runner(blank[None])
         rows = self.recipe.describe(self.record, outputs, ["blank"], {"batch": blank[None], "top_k": self.top_k, "out_dir": None})
         self.outputs = [key for key in rows[0] if key != "input"]
@@ -119,11 +122,17 @@ class Served:
         if len(instances) > self.max_batch:
             raise RequestError(400, f"too many instances: {len(instances)}; at most {self.max_batch} per request (--max-batch).")
         examples = [self.example(value, i) for i, value in enumerate(instances)]
-        try:
-            batch = np.stack(examples)
-        except ValueError:  # examples of different shapes: decoders always give the model's shape
-            raise RequestError(400, "the instances do not all have the model's input shape.") from None
-        return Parsed(batch, [f"instance {i}" for i in range(len(examples))], top_k, key)
+        if len({example.shape for example in examples if isinstance(example, np.ndarray)}) > 1:  # decoders always give the model's shape
+            raise RequestError(400, "the instances do not all have the model's input shape.")
+        return Parsed(examples, [f"instance {i}" for i in range(len(examples))], top_k, key)
+
+    def prepare(self, requests):
+        """One model input batch from the examples of several requests (a list of each one's
+        examples), the image files among them decoded in one call. DlcliError names the
+        instance that cannot be decoded (the batcher then prepares each request alone)."""
+        examples = [example for request in requests for example in request]
+        names = [f"instance {i}: this file" for request in requests for i in range(len(request))]
+        return predict.stack_examples(self.record, examples, names)
 
     def parameters(self, parameters):
         """top_k from Vertex AI's "parameters" object (the server's --top-k when absent)."""
@@ -160,7 +169,10 @@ class Served:
                 read = getattr(self.recipe, "read_instance", None)
                 if read is None:
                     raise DlcliError(f"send a list of numbers shaped {list(self.record.data.input_shape)}: this model takes raw arrays only.")
-                return np.asarray(read(self.record, value))
+                example = read(self.record, value)
+                if isinstance(example, predict.ImageBytes) and self.max_batch == 1:  # no batch to decode it with: now, in the decode pool
+                    return predict.decode_images(self.record, [example], ["this file"])[0]
+                return example if isinstance(example, predict.ImageBytes) else np.asarray(example)
             if isinstance(value, (list, int, float)) and not isinstance(value, bool):
                 return self.raw(value)
             raise DlcliError(f"a JSON {json_type(value)} is not an input this model reads ({self.instance_help()}).")

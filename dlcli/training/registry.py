@@ -78,8 +78,10 @@ class OptionalHooks(Protocol):
     def read_instance(self, record, value):
         """-> one example of the model's raw input from one instance a `dlcli serve` client sent:
         bytes (a file's contents: an image, a .wav clip), a str (a text) or a dict (a table row by
-        column), read by the same function `read_inputs` reads files with. Without it, the
-        recipe is served raw arrays only (lists shaped like the model's input)"""
+        column), read by the same function `read_inputs` reads files with; an image file may come
+        back as predict.ImageBytes, checked but not decoded, for the server to decode a batch's
+        images in one call. Without it, the recipe is served raw arrays only (lists shaped like
+        the model's input)"""
 
 
 def _hooks(protocol):
