@@ -27,9 +27,11 @@ REFERENCES = [
     ("transformer", "IMDB test (25k)", ["--data", f"{SHARED}/imdb"], "test.accuracy", ">=", 0.88, "keras-io text_classification_with_transformer ~0.88"),
     ("lstm", "IMDB test (25k), cell=gru", ["--data", f"{SHARED}/imdb", "--set", "cell=gru"], "test.accuracy", ">=", 0.87, ""),
 ]
-# Leave one FSDD speaker out: one run per speaker (benchmarks/speech_speakers.py), the mean must reach this.
+# Leave one FSDD speaker out as class folders with the defaults: one run per speaker
+# (benchmarks/speech_speakers.py); the mean and the worst speaker must reach these (issue 29).
 SPEAKERS = ["george", "jackson", "lucas", "nicolas", "theo", "yweweler"]
 SPEAKERS_MEAN_ACCURACY = 0.85
+SPEAKERS_WORST_ACCURACY = 0.75
 
 
 def lookup(metrics, path):

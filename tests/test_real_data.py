@@ -44,10 +44,11 @@ def test_cnn_on_real_mnist_reaches_0985_in_3_epochs(shared_data, tmp_path):
     assert final["test"]["accuracy"] >= 0.985
 
 
-def test_speech_leave_one_speaker_out_mean_reaches_its_bar(shared_data):
-    from benchmarks.references import SPEAKERS, SPEAKERS_MEAN_ACCURACY
-    from benchmarks.speech_speakers import UNSEEN_SPEAKER_SETTINGS, measure
+def test_speech_leave_one_speaker_out_reaches_its_bars(shared_data):
+    from benchmarks.references import SPEAKERS, SPEAKERS_MEAN_ACCURACY, SPEAKERS_WORST_ACCURACY
+    from benchmarks.speech_speakers import measure
 
-    results = measure(SPEAKERS, UNSEEN_SPEAKER_SETTINGS)  # the settings the README's row was measured with
-    mean = sum(accuracy for accuracy, _ in results.values()) / len(results)
-    assert mean >= SPEAKERS_MEAN_ACCURACY, results
+    results = measure(SPEAKERS)  # class folders with the defaults, as the README's row was measured
+    accuracies = [accuracy for accuracy, _ in results.values()]
+    assert sum(accuracies) / len(accuracies) >= SPEAKERS_MEAN_ACCURACY, results
+    assert min(accuracies) >= SPEAKERS_WORST_ACCURACY, results
