@@ -12,18 +12,19 @@ frames (SpecAugment-style SpatialDropout); it is off by default: in a 4-epoch FS
 validation accuracy from 0.96 to 0.75. There is no random gain (the per-clip normalisation undoes
 it) and no added noise: it turned the zero padding of short clips into noise in training only,
 and synthetic-tone test accuracy fell from 0.95 to 0.55.
-For speakers the model never heard, `band_norm=true warp=0.2 head=time_pool` normalise each mel
-band over time (each speaker's microphone and room), stretch spectrograms in training by up to
-20% in time and frequency (speaking rate, vocal tract length), and pool the last convolution over
-time: leaving each FSDD speaker out in turn, mean test accuracy 0.851 (0.799 with the flatten
-head; holding out george, 0.686 without the first two). They are the defaults for a folder of
-your own recordings, whose test voices are always new (per-data defaults, `dlcli show speech`).
-FSDD's official split (the same speakers in training and test) keeps the flatten head, where
-it reaches 0.993, and so do the synthetic tones (a steady tone, all in one band, is what
-band_norm removes); `--set holdout_speaker=NAME` on FSDD takes the three settings explicitly.
+For speakers the model never heard, `band_norm=true warp=0.2 head=time_pool conv_stages=4`
+normalise each mel band over time (each speaker's microphone and room), stretch spectrograms in
+training by up to 20% in time and frequency (speaking rate, vocal tract length), pool the last
+convolution over time, and add a fourth convolution stage before it (a pooled feature then sees a
+whole word): leaving each FSDD speaker out in turn, mean test accuracy 0.859, the hardest voice
+0.716 (three stages: 0.846 and 0.784; the flatten head 0.799). They are the defaults for a folder
+of your own recordings, whose test voices are always new (per-data defaults, `dlcli show speech`).
+FSDD's official split (the same speakers in training and test) keeps the flatten head and three
+stages, where it reaches 0.993, and so do the synthetic tones (a steady tone, all in one band, is
+what band_norm removes); `--set holdout_speaker=NAME` on FSDD takes the four settings explicitly.
 
 Architectures (`--set arch=...`):
-  cnn     three Conv2D-BatchNorm-ReLU-MaxPool stages over the log-mel, Flatten, Dense (default)
+  cnn     Conv2D-BatchNorm-ReLU-MaxPool stages over the log-mel (conv_stages), a head, Dense (default)
   source  the source's idea done right: SimpleRNN(50) over spectrogram frames, max over time, Dense
 
 Data: `--data PATH` to FSDD (`{digit}_{speaker}_{index}.wav`, in PATH or PATH/recordings;
@@ -38,7 +39,7 @@ then holds out whole speakers too.
 
 Reference: small CNNs or LSTMs on MFCC/log-mel features reach ~0.97-0.98 FSDD test accuracy
 (official split); the target here is >= 0.99, >= 0.90 with arch=source, and >= 0.85 mean
-accuracy over the six leave-one-speaker-out runs (benchmarks/speech_speakers.py).
+accuracy over the six leave-one-speaker-out runs, >= 0.75 the worst (benchmarks/speech_speakers.py).
 
 Reproduce: dlcli train speech --data ../shared/data/fsdd
 """
@@ -73,8 +74,11 @@ MODERNISES = [
 ]
 # The settings for voices the model never heard are the defaults (own recordings); the data
 # whose test speakers are in training keeps the flatten head (dlcli.models.config.dataset_name).
+# A fourth convolution stage before time_pool lets each pooled feature see ~460 ms, a whole word,
+# not 220 ms of it (leaving each speaker out: see benchmarks/speech_speakers.py). Given for the
+# recordings, not as the field's default, so that runs made before it resume with three.
 SEEN_VOICES = {"band_norm": False, "warp": 0.0, "head": "flatten"}
-DATASET_DEFAULTS = {"spoken_digit": SEEN_VOICES, "synthetic": SEEN_VOICES}
+DATASET_DEFAULTS = {"spoken_digit": SEEN_VOICES, "synthetic": SEEN_VOICES, "recordings": {"conv_stages": 4}}
 QUICK = {**SEEN_VOICES, "dataset": "synthetic", "epochs": 3, "batch_size": 32, "clip_seconds": 0.5, "num_mel_bins": 32, "learning_rate": 3e-3}
 
 
@@ -95,6 +99,7 @@ class Config(TrainConfig):
     band_norm: bool = True  # normalise each mel band over time (cepstral mean/variance normalisation)
     warp: float = 0.2  # in training, stretch the spectrogram by up to this fraction in time and frequency
     head: Literal["flatten", "time_pool"] = "time_pool"  # time_pool: mean and max over time, frequency kept
+    conv_stages: int = 3  # Conv2D-BatchNorm-ReLU-MaxPool stages, widths 32, 64, 128, 256, 512 (4 for recordings)
     dropout: float = 0.3
 
     def validate(self):
@@ -102,6 +107,7 @@ class Config(TrainConfig):
         check(self.sample_rate >= 1000, "sample_rate", self.sample_rate, "at least 1000 (Hz)")
         check(0 <= self.clip_seconds <= 60, "clip_seconds", self.clip_seconds, "between 0 (from the data) and 60")
         check(1 <= self.num_mel_bins <= 256, "num_mel_bins", self.num_mel_bins, "between 1 and 256")
+        check(1 <= self.conv_stages <= 5, "conv_stages", self.conv_stages, "from 1 to 5")
         for key in ("dropout", "spec_augment", "warp"):
             check(0 <= getattr(self, key) < 1, key, getattr(self, key), "in [0, 1)")
 
@@ -220,7 +226,7 @@ def build_model(config, splits):
         x = layers.Reshape((-1, config.num_mel_bins, 1))(x)
         if config.warp:  # a speaking rate and vocal tract length this speaker did not have
             x = layers.RandomZoom(config.warp, config.warp, fill_mode="constant", seed=config.seed)(x)
-        for filters in (32, 64, 128):
+        for filters in (32, 64, 128, 256, 512)[: config.conv_stages]:
             x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
             x = layers.Activation("relu")(layers.BatchNormalization(momentum=0.9)(x))  # short runs: stats settle fast
             x = layers.MaxPooling2D()(x)

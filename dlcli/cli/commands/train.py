@@ -112,7 +112,9 @@ def train_command(
     config = config_lib.resolve(
         module.Config, recipe,
         toml_values={**base, **toml_values}, sets=config_lib.parse_sets(sets or []), flags=flags,
-        dataset_defaults=getattr(module, "DATASET_DEFAULTS", None),
+        # A resumed run keeps its saved config; a field added since takes the field's own default
+        # (what the code did when the run was saved), not a dataset's newer one.
+        dataset_defaults=None if resume else getattr(module, "DATASET_DEFAULTS", None),
     )
     start = None
     if resume_auto:
