@@ -136,7 +136,7 @@ def checked_image(source, name):
 
 class ImageBytes(bytes):
     """An image file's contents, checked by `checked_image` and not decoded yet: `dlcli serve`
-    decodes a batch's images together (`decode_images`), in one call of the decoder."""
+    and `dlcli predict` decode a batch's images together (`decode_images`), in one call."""
 
 
 def decode_images(record, images, names):
