@@ -229,9 +229,30 @@ def test_own_recordings_default_to_the_settings_for_unseen_voices(tmp_path):
     for name, pitch in PITCHES.items():
         write_wav(root / name / "0.wav", tone(pitch, 0.2, rate=8000, seed=0), rate=8000)
     own = resolve(speech.Config, "speech", toml_values={"data": str(root)}, dataset_defaults=speech.DATASET_DEFAULTS)
-    assert (own.band_norm, own.warp, own.head) == (True, 0.2, "time_pool")
+    assert (own.band_norm, own.warp, own.head, own.conv_stages) == (True, 0.2, "time_pool", 4)
     for name in ("spoken_digit", "synthetic"):
         seen = resolve(speech.Config, "speech", toml_values={"dataset": name}, dataset_defaults=speech.DATASET_DEFAULTS)
         assert (seen.band_norm, seen.warp, seen.head) == (False, 0.0, "flatten")
     result = runner.invoke(app, ["show", "speech"])
     assert "spoken_digit" in result.stdout and "band_norm" in result.stdout
+
+
+def test_a_run_saved_before_a_newer_dataset_default_resumes_as_it_was_saved(tmp_path):
+    """conv_stages=4 became the recordings' default after runs with three stages were saved
+    (their config.json has no conv_stages): resumed, such a run keeps the field's own default
+    (three stages, what its checkpoint holds), not the dataset's newer one."""
+    root = tmp_path / "words"
+    for name, pitch in PITCHES.items():
+        for i in range(6):
+            write_wav(root / name / f"{i}.wav", tone(pitch, 0.2, rate=8000, seed=i), rate=8000)
+    run = tmp_path / "run"
+    common = ["--data", str(root), "--batch-size", "6", "-o", str(run), "--set", "num_mel_bins=16", "--set", "validation_split=0"]
+    result = runner.invoke(app, ["train", "speech", "--epochs", "1", "--set", "conv_stages=3", *common])
+    assert result.exit_code == 0, result.output[-3000:]
+    saved = json.loads((run / "config.json").read_text())
+    del saved["config"]["conv_stages"]  # as a run saved before the field existed
+    (run / "config.json").write_text(json.dumps(saved))
+    result = runner.invoke(app, ["train", "speech", "--epochs", "2", "--resume", *common])
+    assert result.exit_code == 0, result.output[-3000:]
+    assert "resuming after epoch 1" in result.output
+    assert json.loads((run / "config.json").read_text())["config"]["conv_stages"] == 3
