@@ -47,7 +47,7 @@ Reproduce: dlcli train speech --data ../shared/data/fsdd
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 
@@ -57,7 +57,7 @@ from dlcli.core.lazy import keras
 from dlcli.data import audio
 from dlcli.data.sources import audio_folder, tfds
 from dlcli.models import predict
-from dlcli.models.config import TrainConfig, check
+from dlcli.models.config import Range, TrainConfig, check
 
 DATA_KINDS = {"audio"}
 DATASETS = {
@@ -99,7 +99,7 @@ class Config(TrainConfig):
     band_norm: bool = True  # normalise each mel band over time (cepstral mean/variance normalisation)
     warp: float = 0.2  # in training, stretch the spectrogram by up to this fraction in time and frequency
     head: Literal["flatten", "time_pool"] = "time_pool"  # time_pool: mean and max over time, frequency kept
-    conv_stages: int = 3  # Conv2D-BatchNorm-ReLU-MaxPool stages, widths 32, 64, 128, 256, 512 (4 for recordings)
+    conv_stages: Annotated[int, Range(1, 5)] = 3  # Conv2D-BatchNorm-ReLU-MaxPool stages, widths 32, 64, 128, 256, 512 (4 for recordings)
     dropout: float = 0.3
 
     def validate(self):
@@ -107,7 +107,6 @@ class Config(TrainConfig):
         check(self.sample_rate >= 1000, "sample_rate", self.sample_rate, "at least 1000 (Hz)")
         check(0 <= self.clip_seconds <= 60, "clip_seconds", self.clip_seconds, "between 0 (from the data) and 60")
         check(1 <= self.num_mel_bins <= 256, "num_mel_bins", self.num_mel_bins, "between 1 and 256")
-        check(1 <= self.conv_stages <= 5, "conv_stages", self.conv_stages, "from 1 to 5")
         for key in ("dropout", "spec_augment", "warp"):
             check(0 <= getattr(self, key) < 1, key, getattr(self, key), "in [0, 1)")
 

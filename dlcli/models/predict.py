@@ -106,21 +106,13 @@ def read_images(record, inputs):
     """(batch, names): the image files `inputs` as a uint8 batch shaped like the model's input,
     converted by the same function that decoded the training images (`image_folder.decoder`):
     any size, mode and format it reads, 256 files to a call of it. Files that are not images are refused."""
-    images = []
-    for name in inputs:
-        path = Path(name)
+    images, names = [], [Path(name) for name in inputs]
+    for path in names:
         if not path.is_file():
             raise DlcliError(f"input image not found: {path}")
         images.append(checked_image(path, path))
-    names = [Path(name) for name in inputs]
-    return np.concatenate([decode_images(record, images[i : i + 256], names[i : i + 256]) for i in range(0, len(images), 256)]), list(inputs)
-
-
-def read_image(record, source, name):
-    """One image, a file or its bytes (`source`), as the uint8 array the model reads: checked
-    (header, pixel budget, completeness) before it is decoded, then converted by the function
-    that decoded the training images. `name` is what errors call it."""
-    return decode_images(record, [checked_image(source, name)], [name])[0]
+    batch = np.concatenate([decode_images(record, images[i : i + 256], names[i : i + 256]) for i in range(0, len(images), 256)])
+    return batch, list(inputs)
 
 
 def checked_image(source, name):

@@ -75,8 +75,7 @@ def create_app(served, settings, on_load_failure=lambda message: None):
         loop = asyncio.get_running_loop()
         threads = settings.decode_threads or min(8, max(2, os.cpu_count() or 2))
         state.pool = ThreadPoolExecutor(threads, thread_name_prefix="dlcli-decode")
-        state.batcher = Batcher(lambda x: served.runner(x), settings.max_batch, settings.batch_timeout, state.metrics,
-                                prepare=served.prepare)
+        state.batcher = Batcher(lambda x: served.runner(x), served.prepare, settings.max_batch, settings.batch_timeout, state.metrics)
         state.batcher.start()
         threading.Thread(target=load, args=(state, loop), name="dlcli-load", daemon=True).start()
         yield

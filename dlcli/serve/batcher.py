@@ -10,8 +10,8 @@ one model call at a time (TensorFlow uses every core inside it). That thread fir
 batch's examples into the model's input (`prepare`: image files are decoded together, in one
 call of the decoder, a seventh of the cost of decoding them one by one). In the same thread:
 a hop between threads waits for the GIL behind the threads parsing requests, so a batch makes
-one. (With --max-batch 1 there is no batch to decode with: images are decoded as they are read.) When a
-batch fails (an image whose header passed but which does not decode, or an input the model
+one. (With --max-batch 1 there is no batch to decode with: images are decoded as they are
+read.) When a batch fails (an image whose header passed but which does not decode, or an input the model
 cannot compute), each of its requests is run again alone, so that only the bad one fails.
 """
 
@@ -20,8 +20,6 @@ import collections
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-
-import numpy as np
 
 from dlcli.core.errors import DlcliError
 from dlcli.models.predict import first_line
@@ -36,7 +34,7 @@ class Item:
 
 
 class Batcher:
-    def __init__(self, run, max_batch, timeout, metrics=None, prepare=np.concatenate):
+    def __init__(self, run, prepare, max_batch, timeout, metrics=None):
         """`run(inputs)`: the model's outputs; `prepare(list of each request's examples)`: the inputs."""
         self.run, self.max_batch, self.timeout, self.metrics = run, max_batch, timeout, metrics
         self.prepare = prepare

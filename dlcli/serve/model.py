@@ -79,7 +79,8 @@ class Served:
             from dlcli.core.lazy import tf
 
             image = self.recipe.read_instance(self.record, tf.io.encode_png(blank if blank.ndim == 3 else blank[..., None]).numpy())
-            self.prepare([[image], [image]]), self.prepare([[image]])
+            self.prepare([[image]])
+            self.prepare([[image], [image]])
         outputs = self.runner(blank[None])
         rows = self.recipe.describe(self.record, outputs, ["blank"], {"batch": blank[None], "top_k": self.top_k, "out_dir": None})
         self.outputs = [key for key in rows[0] if key != "input"]
