@@ -1,5 +1,6 @@
 """Issue 13, acceptance (c): a run on a FILE-BACKED dataset (an image folder of PNG/JPEG/...
-of mixed sizes and modes, decoded in tf.data; a CSV of texts), killed mid-epoch (SIGKILL, or
+of mixed sizes and modes, decoded in tf.data; a CSV of texts; a folder of recordings, trained
+with random shifts, stretches and noise inside the model), killed mid-epoch (SIGKILL, or
 SIGTERM which saves a checkpoint) and resumed with --resume, ends identical to an uninterrupted
 run: the same test metrics and the same history, with --deterministic. Through the real binary."""
 
@@ -12,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.helpers import write_messy_images
+from tests.helpers import tone, write_messy_images, write_wav
 from tests.test_fault_tolerance import finish, start, wait_for
 
 TIMING = {"seconds", "examples_per_sec"}
@@ -41,6 +42,11 @@ def data_args(kind, tmp_path):
     if kind == "images":
         root = write_messy_images(tmp_path / "pics", ("cat", "dog", "owl"), per_class=30)
         return ["cnn", "--data", root, "--set", "image_size=16", "--batch-size", 8]
+    if kind == "recordings":  # speech's own-recordings defaults: random time shifts, stretches and room noise
+        for name, pitch in {"low": 400, "mid": 1000, "high": 2500}.items():
+            for i in range(40):
+                write_wav(tmp_path / "words" / name / f"{i}.wav", tone(pitch * (1 + 0.01 * (i % 5)), 0.15 + 0.01 * (i % 9), seed=i))
+        return ["speech", "--data", tmp_path / "words", "--set", "num_mel_bins=16", "--batch-size", 8]
     return ["lstm", "--data", text_csv(tmp_path / "messages.csv"), "--set", "units=8", "--set", "embedding_dim=8",
             "--set", "sequence_length=12", "--set", "vocab_size=64", "--batch-size", 8]
 
@@ -49,6 +55,7 @@ def data_args(kind, tmp_path):
     pytest.param("images", "SIGKILL", marks=pytest.mark.slow),  # ~2 min: three trainings, as the other two
     ("images", "SIGTERM"),
     ("text", "SIGKILL"),
+    ("recordings", "SIGKILL"),
 ])
 def test_a_file_backed_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path, kind, how):
     recipe, *rest = data_args(kind, tmp_path)
@@ -73,3 +80,5 @@ def test_a_file_backed_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path,
     assert resumed["test"] == whole["test"]
     assert history(run) == history(tmp_path / "whole")
     assert json.loads((run / "metrics.json").read_text())["test"] == json.loads((tmp_path / "whole" / "metrics.json").read_text())["test"]
+    if kind == "recordings":  # the training noise was on, and its random state resumed with the run
+        assert json.loads((run / "config.json").read_text())["config"]["noise"] > 0

@@ -229,30 +229,59 @@ def test_own_recordings_default_to_the_settings_for_unseen_voices(tmp_path):
     for name, pitch in PITCHES.items():
         write_wav(root / name / "0.wav", tone(pitch, 0.2, rate=8000, seed=0), rate=8000)
     own = resolve(speech.Config, "speech", toml_values={"data": str(root)}, dataset_defaults=speech.DATASET_DEFAULTS)
-    assert (own.band_norm, own.warp, own.head, own.conv_stages) == (True, 0.2, "time_pool", 4)
+    assert (own.band_norm, own.warp, own.head, own.conv_stages, own.noise) == (True, 0.2, "time_pool", 4, 0.05)
     for name in ("spoken_digit", "synthetic"):
         seen = resolve(speech.Config, "speech", toml_values={"dataset": name}, dataset_defaults=speech.DATASET_DEFAULTS)
-        assert (seen.band_norm, seen.warp, seen.head) == (False, 0.0, "flatten")
+        assert (seen.band_norm, seen.warp, seen.head, seen.noise) == (False, 0.0, "flatten", 0.0)
     result = runner.invoke(app, ["show", "speech"])
     assert "spoken_digit" in result.stdout and "band_norm" in result.stdout
 
 
 def test_a_run_saved_before_a_newer_dataset_default_resumes_as_it_was_saved(tmp_path):
-    """conv_stages=4 became the recordings' default after runs with three stages were saved
-    (their config.json has no conv_stages): resumed, such a run keeps the field's own default
-    (three stages, what its checkpoint holds), not the dataset's newer one."""
+    """conv_stages=4 and noise became the recordings' defaults after runs with three stages and
+    no noise were saved (their config.json has neither): resumed, such a run keeps the fields' own
+    defaults (what its checkpoint holds), not the dataset's newer ones."""
     root = tmp_path / "words"
     for name, pitch in PITCHES.items():
         for i in range(6):
             write_wav(root / name / f"{i}.wav", tone(pitch, 0.2, rate=8000, seed=i), rate=8000)
     run = tmp_path / "run"
     common = ["--data", str(root), "--batch-size", "6", "-o", str(run), "--set", "num_mel_bins=16", "--set", "validation_split=0"]
-    result = runner.invoke(app, ["train", "speech", "--epochs", "1", "--set", "conv_stages=3", *common])
+    result = runner.invoke(app, ["train", "speech", "--epochs", "1", "--set", "conv_stages=3", "--set", "noise=0", *common])
     assert result.exit_code == 0, result.output[-3000:]
     saved = json.loads((run / "config.json").read_text())
-    del saved["config"]["conv_stages"]  # as a run saved before the field existed
+    del saved["config"]["conv_stages"], saved["config"]["noise"]  # as a run saved before the fields existed
     (run / "config.json").write_text(json.dumps(saved))
     result = runner.invoke(app, ["train", "speech", "--epochs", "2", "--resume", *common])
     assert result.exit_code == 0, result.output[-3000:]
     assert "resuming after epoch 1" in result.output
-    assert json.loads((run / "config.json").read_text())["config"]["conv_stages"] == 3
+    resumed = json.loads((run / "config.json").read_text())["config"]
+    assert (resumed["conv_stages"], resumed["noise"]) == (3, 0.0)
+
+
+def test_background_noise_is_in_the_sound_only_in_training_and_at_most_its_level():
+    """The hiss that own recordings are trained with: inside each clip's sound (between its first
+    and last non-zero sample), never in the zero padding around it, never at prediction, and no
+    louder than `level` times the clip's peak."""
+    import keras
+
+    from dlcli.models.layers import RandomBackgroundNoise
+
+    wave = np.zeros((64, 4000), np.float32)
+    for i in range(64):
+        start = 200 + 20 * i
+        wave[i, start : start + 1500] = 0.5 * np.sin(np.arange(1500) * (0.05 + 0.01 * (i % 7)))
+    layer = RandomBackgroundNoise(0.1, seed=3)
+    assert np.array_equal(keras.ops.convert_to_numpy(layer(wave)), wave)  # inference: untouched
+    noisy = keras.ops.convert_to_numpy(layer(wave, training=True))
+    hiss = noisy - wave
+    sound = np.zeros_like(wave, bool)
+    for i in range(64):
+        nonzero = np.flatnonzero(wave[i])
+        sound[i, nonzero[0] : nonzero[-1] + 1] = True
+    assert np.all(hiss[~sound] == 0)  # the padding stays silent
+    rms = np.sqrt((hiss**2).sum(1) / sound.sum(1)) / 0.5  # each clip's hiss against its peak
+    assert 0 < rms.min() and rms.max() <= 0.1 * 1.2, rms  # from -60 dB up to the level (one draw's spread)
+    assert rms.max() > 0.03 and rms.min() < 0.003  # levels are drawn across the range, in dB
+    again = RandomBackgroundNoise.from_config(layer.get_config())
+    assert (again.level, again.seed) == (0.1, 3)
