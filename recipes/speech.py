@@ -84,7 +84,7 @@ MODERNISES = [
 # not 220 ms of it (leaving each speaker out: see benchmarks/speech_speakers.py). Given for the
 # recordings, not as the field's default, so that runs made before it resume with three; so is
 # the training noise (a voice recorded with more hiss than the five others: 0.716 -> 0.812; 0.1
-# gave him 0.858 but took the cleanest voice from 0.892 to 0.774).
+# gave him 0.858 but took another voice from 0.892 to 0.774).
 SEEN_VOICES = {"band_norm": False, "warp": 0.0, "head": "flatten"}
 DATASET_DEFAULTS = {"spoken_digit": SEEN_VOICES, "synthetic": SEEN_VOICES, "recordings": {"conv_stages": 4, "noise": 0.05}}
 QUICK = {**SEEN_VOICES, "dataset": "synthetic", "epochs": 3, "batch_size": 32, "clip_seconds": 0.5, "num_mel_bins": 32, "learning_rate": 3e-3}

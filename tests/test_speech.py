@@ -285,3 +285,10 @@ def test_background_noise_is_in_the_sound_only_in_training_and_at_most_its_level
     assert rms.max() > 0.03 and rms.min() < 0.003  # levels are drawn across the range, in dB
     again = RandomBackgroundNoise.from_config(layer.get_config())
     assert (again.level, again.seed) == (0.1, 3)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")  # --set precision=mixed_float16: still float32 audio
+    try:
+        under_mixed = keras.ops.convert_to_numpy(RandomBackgroundNoise(0.1, seed=3)(wave, training=True))
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert under_mixed.dtype == np.float32 and np.all(under_mixed[~sound] == 0)

@@ -52,12 +52,13 @@ class RandomBackgroundNoise(keras.layers.Layer):
     never heard. Left out, the FSDD speaker whose upper bands never fall below ~35 dB under his
     peak (the five others' fall to 50-65) is recognised at 0.716, his "four" mostly as "two"; with
     noise up to 0.05 of the peak, 0.812 (up to 0.1: 0.858, but a clean voice fell from 0.89 to
-    0.77, its "six" and "eight" heard as "nine"). The sound is the span between a clip's first and last non-zero sample: the zero
-    padding around a clip stays silent, as it is at prediction (noise in the padding taught a
-    difference that only training had)."""
+    0.77, its "six" and "eight" heard as "nine"). The sound is the span between a clip's first
+    and last non-zero sample: the zero padding around a clip stays silent, as it is at prediction
+    (noise in the padding taught a difference that only training had). It computes in float32
+    under any precision policy: the waveform is float32, and so are the random draws."""
 
     def __init__(self, level, seed=None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**{"dtype": "float32", **kwargs})
         self.level, self.seed = level, seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
